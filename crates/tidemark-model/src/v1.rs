@@ -1,0 +1,206 @@
+//! The v1 event object (seed 004) and the mapping from v2 [`Activity`].
+//!
+//! # Mapping (v2 -> v1)
+//!
+//! | v2 `event_type` | v2 `event_subtype` | v1 `type` | v1 `action` |
+//! | --- | --- | --- | --- |
+//! | `add` | `copy` | `copy` | `C` |
+//! | `add` | `untrash` | `restore` | `U` |
+//! | `add` | anything else | `add` | `+` |
+//! | `delete` | any | `delete` | `-` |
+//! | `update` | `rename` | `rename` | `R` |
+//! | `update` | `move`, `parent_update` | `move` | `MV` |
+//! | `update` | `untrash` | `restore` | `U` |
+//! | `update` | anything else | `update` | `M` |
+//! | `access`, `error`, `unknown` | any | — (no v1 event) | — |
+//!
+//! The other v1 fields: `id` and `account` are the activity's; `ip` is `session.ip`;
+//! `modified` is the activity `timestamp` (`null` when the upstream gave none); `user_id` is
+//! `actor.id`; `metadata` is the `target` object (seed 004's example carries the file object
+//! there), with `previous_target` left to the v2 form.
+//!
+//! v1 only ever described changes to resources, so reads (`access`), errors and unclassified
+//! activity have no v1 form: the v1 events endpoint passes over them (its cursor still moves
+//! past them) and broker messages carry them only in their `v2` list.
+
+use crate::activity::{Activity, EventSubtype, EventType};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// v1 `type`: the seven kinds of change v1 knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum V1EventType {
+    /// A resource was created.
+    Add,
+    /// A resource was deleted.
+    Delete,
+    /// A resource's content or properties changed.
+    Update,
+    /// A resource was renamed in place.
+    Rename,
+    /// A resource moved to another parent.
+    Move,
+    /// A resource was created as a copy of another.
+    Copy,
+    /// A deleted resource was restored.
+    Restore,
+}
+
+/// v1 `action`: the short code paired with each [`V1EventType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum V1Action {
+    /// `+`
+    #[serde(rename = "+")]
+    Plus,
+    /// `-`
+    #[serde(rename = "-")]
+    Minus,
+    /// `M`
+    #[serde(rename = "M")]
+    Modified,
+    /// `R`
+    #[serde(rename = "R")]
+    Renamed,
+    /// `MV`
+    #[serde(rename = "MV")]
+    Moved,
+    /// `C`
+    #[serde(rename = "C")]
+    Copied,
+    /// `U`
+    #[serde(rename = "U")]
+    Undeleted,
+}
+
+impl V1EventType {
+    /// The action code paired with this type.
+    pub fn action(self) -> V1Action {
+        match self {
+            V1EventType::Add => V1Action::Plus,
+            V1EventType::Delete => V1Action::Minus,
+            V1EventType::Update => V1Action::Modified,
+            V1EventType::Rename => V1Action::Renamed,
+            V1EventType::Move => V1Action::Moved,
+            V1EventType::Copy => V1Action::Copied,
+            V1EventType::Restore => V1Action::Undeleted,
+        }
+    }
+
+    /// The v1 type of a v2 activity, or `None` when v1 has no form for it (see module doc).
+    pub fn of(event_type: EventType, subtype: EventSubtype) -> Option<Self> {
+        Some(match (event_type, subtype) {
+            (EventType::Add, EventSubtype::Copy) => V1EventType::Copy,
+            (EventType::Add | EventType::Update, EventSubtype::Untrash) => V1EventType::Restore,
+            (EventType::Add, _) => V1EventType::Add,
+            (EventType::Delete, _) => V1EventType::Delete,
+            (EventType::Update, EventSubtype::Rename) => V1EventType::Rename,
+            (EventType::Update, EventSubtype::Move | EventSubtype::ParentUpdate) => {
+                V1EventType::Move
+            }
+            (EventType::Update, _) => V1EventType::Update,
+            (EventType::Access | EventType::Error | EventType::Unknown, _) => return None,
+        })
+    }
+}
+
+/// One v1 event (seed 004).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct V1Event {
+    /// The activity id.
+    pub id: String,
+    /// Numeric account id.
+    pub account: i64,
+    /// Short action code.
+    pub action: V1Action,
+    /// IP address of the actor's session, if known.
+    pub ip: Option<String>,
+    /// When the change happened upstream.
+    #[serde(with = "crate::time::iso_opt")]
+    pub modified: Option<DateTime<Utc>>,
+    /// The kind of change.
+    #[serde(rename = "type")]
+    pub kind: V1EventType,
+    /// Id of the user who made the change, if known.
+    pub user_id: Option<String>,
+    /// The resource the change is about.
+    pub metadata: Option<Value>,
+}
+
+impl V1Event {
+    /// The v1 form of `activity`, or `None` if v1 has none (see the module doc's table).
+    pub fn from_activity(activity: &Activity) -> Option<V1Event> {
+        let kind = V1EventType::of(activity.event_type, activity.event_subtype)?;
+        let text_field = |object: &Option<Value>, field: &str| -> Option<String> {
+            match object.as_ref()?.get(field)? {
+                Value::String(text) => Some(text.clone()),
+                Value::Number(number) => Some(number.to_string()),
+                _ => None,
+            }
+        };
+        Some(V1Event {
+            id: activity.id.clone(),
+            account: activity.account,
+            action: kind.action(),
+            ip: text_field(&activity.session, "ip"),
+            modified: activity.timestamp,
+            kind,
+            user_id: text_field(&activity.actor, "id"),
+            metadata: activity.target.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::EventCategory;
+    use serde_json::json;
+
+    fn activity(event_type: EventType, subtype: EventSubtype) -> Activity {
+        Activity::new("a", 1, EventCategory::Storage, event_type, subtype)
+    }
+
+    #[test]
+    fn test_every_v1_type_is_reachable_with_its_action() {
+        let cases = [
+            (EventType::Add, EventSubtype::Unknown, "add", "+"),
+            (EventType::Add, EventSubtype::Copy, "copy", "C"),
+            (EventType::Add, EventSubtype::Untrash, "restore", "U"),
+            (EventType::Delete, EventSubtype::Unknown, "delete", "-"),
+            (EventType::Update, EventSubtype::Unknown, "update", "M"),
+            (EventType::Update, EventSubtype::Rename, "rename", "R"),
+            (EventType::Update, EventSubtype::Move, "move", "MV"),
+            (EventType::Update, EventSubtype::ParentUpdate, "move", "MV"),
+        ];
+        for (event_type, subtype, v1_type, action) in cases {
+            let event = V1Event::from_activity(&activity(event_type, subtype)).expect("has v1");
+            let value = serde_json::to_value(&event).expect("serializes");
+            assert_eq!(value["type"], v1_type, "{event_type} {subtype}");
+            assert_eq!(value["action"], action, "{event_type} {subtype}");
+        }
+    }
+
+    #[test]
+    fn test_access_and_unknown_have_no_v1_form() {
+        assert!(V1Event::from_activity(&activity(EventType::Access, EventSubtype::Preview)).is_none());
+        assert!(V1Event::from_activity(&activity(EventType::Unknown, EventSubtype::Unknown)).is_none());
+        assert!(V1Event::from_activity(&activity(EventType::Error, EventSubtype::Unknown)).is_none());
+    }
+
+    #[test]
+    fn test_v1_fields_come_from_session_actor_and_target() {
+        let mut source = activity(EventType::Add, EventSubtype::Unknown);
+        source.session = Some(json!({"type": "login", "ip": "10.0.0.1"}));
+        source.actor = Some(json!({"type": "user", "id": "u-9"}));
+        source.target = Some(json!({"type": "file", "id": "f1", "name": "Some File"}));
+        let value = serde_json::to_value(V1Event::from_activity(&source).expect("v1")).expect("json");
+        assert_eq!(
+            value,
+            json!({"id": "a", "account": 1, "action": "+", "ip": "10.0.0.1", "modified": null,
+                   "type": "add", "user_id": "u-9",
+                   "metadata": {"type": "file", "id": "f1", "name": "Some File"}})
+        );
+    }
+}
