@@ -214,7 +214,10 @@ mod tests {
 
     #[test]
     fn test_subscription_type_parse() {
-        assert_eq!(SubscriptionType::parse("crawl"), Ok(SubscriptionType::Crawl));
+        assert_eq!(
+            SubscriptionType::parse("crawl"),
+            Ok(SubscriptionType::Crawl)
+        );
         let err = SubscriptionType::parse("sync").expect_err("planned, not implemented");
         assert!(err.to_string().contains("unknown subscription_type `sync`"));
     }
@@ -237,12 +240,18 @@ mod tests {
             (json!([{}]), "no `resource`"),
             (json!([{"resource": 5}]), "must be a string"),
             (json!([{"resource": ""}]), "is empty"),
-            (json!([{"resource": "r", "colour": "blue"}]), "unknown field `colour`"),
+            (
+                json!([{"resource": "r", "colour": "blue"}]),
+                "unknown field `colour`",
+            ),
             (json!([{"resource": "x".repeat(2000)}]), "longer than"),
             (json!(vec![json!({"resource": "r"}); 65]), "at most"),
         ] {
             let err = MonitoredResource::parse_list(&bad).expect_err("malformed");
-            assert!(err.to_string().contains(needle), "{err} should mention {needle}");
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should mention {needle}"
+            );
         }
     }
 }

@@ -173,7 +173,11 @@ pub struct Activity {
     #[serde(default = "activity_literal", deserialize_with = "literal_activity")]
     pub api: String,
     /// Always `activity`.
-    #[serde(rename = "type", default = "activity_literal", deserialize_with = "literal_activity")]
+    #[serde(
+        rename = "type",
+        default = "activity_literal",
+        deserialize_with = "literal_activity"
+    )]
     pub kind: String,
     /// What the activity primarily relates to.
     pub event_category: EventCategory,

@@ -94,7 +94,11 @@ pub struct Cursor {
 impl Cursor {
     /// A cursor after `position` in `subscription`'s stream.
     pub fn new(subscription: SubscriptionId, position: u64) -> Self {
-        Cursor { subscription, position, range: None }
+        Cursor {
+            subscription,
+            position,
+            range: None,
+        }
     }
 
     /// Encodes and signs the cursor.
@@ -135,7 +139,9 @@ impl Cursor {
         if text.is_empty() || text.len() > MAX_ENCODED_LEN {
             return Err(CursorError::Malformed);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| CursorError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| CursorError::Malformed)?;
         if bytes.len() < 2 + 16 + TAG_LEN {
             return Err(CursorError::Malformed);
         }
@@ -169,7 +175,11 @@ impl Cursor {
         if cursor_subscription != subscription {
             return Err(CursorError::WrongSubscription);
         }
-        Ok(Cursor { subscription, position, range })
+        Ok(Cursor {
+            subscription,
+            position,
+            range,
+        })
     }
 }
 
@@ -190,12 +200,21 @@ mod tests {
         let plain = Cursor::new(42, 1_000_000);
         assert_eq!(Cursor::decode(&plain.encode(&key()), &key(), 42), Ok(plain));
         let ranged = Cursor {
-            range: Some(CursorRange { from_micros: -5, until_micros: Some(9) }),
+            range: Some(CursorRange {
+                from_micros: -5,
+                until_micros: Some(9),
+            }),
             ..plain
         };
-        assert_eq!(Cursor::decode(&ranged.encode(&key()), &key(), 42), Ok(ranged));
+        assert_eq!(
+            Cursor::decode(&ranged.encode(&key()), &key(), 42),
+            Ok(ranged)
+        );
         let open = Cursor {
-            range: Some(CursorRange { from_micros: 5, until_micros: None }),
+            range: Some(CursorRange {
+                from_micros: 5,
+                until_micros: None,
+            }),
             ..plain
         };
         assert_eq!(Cursor::decode(&open.encode(&key()), &key(), 42), Ok(open));
@@ -204,7 +223,10 @@ mod tests {
     #[test]
     fn test_cursor_of_another_subscription_is_rejected() {
         let text = Cursor::new(42, 3).encode(&key());
-        assert_eq!(Cursor::decode(&text, &key(), 43), Err(CursorError::WrongSubscription));
+        assert_eq!(
+            Cursor::decode(&text, &key(), 43),
+            Err(CursorError::WrongSubscription)
+        );
     }
 
     #[test]
@@ -219,7 +241,10 @@ mod tests {
                 }
                 altered[index] = replacement;
                 let altered: String = altered.into_iter().collect();
-                assert!(Cursor::decode(&altered, &key(), 42).is_err(), "accepted {altered}");
+                assert!(
+                    Cursor::decode(&altered, &key(), 42).is_err(),
+                    "accepted {altered}"
+                );
             }
         }
     }

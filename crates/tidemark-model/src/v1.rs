@@ -184,9 +184,15 @@ mod tests {
 
     #[test]
     fn test_access_and_unknown_have_no_v1_form() {
-        assert!(V1Event::from_activity(&activity(EventType::Access, EventSubtype::Preview)).is_none());
-        assert!(V1Event::from_activity(&activity(EventType::Unknown, EventSubtype::Unknown)).is_none());
-        assert!(V1Event::from_activity(&activity(EventType::Error, EventSubtype::Unknown)).is_none());
+        assert!(
+            V1Event::from_activity(&activity(EventType::Access, EventSubtype::Preview)).is_none()
+        );
+        assert!(
+            V1Event::from_activity(&activity(EventType::Unknown, EventSubtype::Unknown)).is_none()
+        );
+        assert!(
+            V1Event::from_activity(&activity(EventType::Error, EventSubtype::Unknown)).is_none()
+        );
     }
 
     #[test]
@@ -195,7 +201,8 @@ mod tests {
         source.session = Some(json!({"type": "login", "ip": "10.0.0.1"}));
         source.actor = Some(json!({"type": "user", "id": "u-9"}));
         source.target = Some(json!({"type": "file", "id": "f1", "name": "Some File"}));
-        let value = serde_json::to_value(V1Event::from_activity(&source).expect("v1")).expect("json");
+        let value =
+            serde_json::to_value(V1Event::from_activity(&source).expect("v1")).expect("json");
         assert_eq!(
             value,
             json!({"id": "a", "account": 1, "action": "+", "ip": "10.0.0.1", "modified": null,

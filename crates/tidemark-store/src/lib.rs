@@ -1,1 +1,292 @@
-//! placeholder
+//! The durable store behind every Tidemark guarantee.
+//!
+//! This crate owns persistence: applications, accounts, subscriptions, each subscription's
+//! ordered activity stream, connector checkpoints, and the leases that keep two pollers off one
+//! subscription. It does not poll, render HTTP or talk to upstreams.
+//!
+//! # Implementations
+//! - [`SqliteStore`]: embedded SQLite in WAL mode, the default.
+//!
+//! Every implementation runs the same conformance suite ([`store_test_suite!`], behind the
+//! `testsuite` feature), which proves the guarantees of DESIGN.md section 2:
+//!
+//! - **Sequence numbers** are assigned per subscription at commit, under that subscription's
+//!   lock, so a reader following cursors never sees `n + 1` before `n` and never skips.
+//! - **De-duplication**: `(subscription, activity id)` is unique; re-delivered activity is
+//!   absorbed and gets no sequence number.
+//! - **Atomic commits**: activity and the connector's new checkpoint are written in one
+//!   transaction ([`Store::commit`]); a failed commit leaves both unchanged.
+//! - **Leases with fencing**: a poller holds an expiring [`Lease`]; each grant increments the
+//!   subscription's lease token, and a commit carrying an older token is refused, so a poller
+//!   that stalled past its lease cannot overwrite a newer checkpoint.
+//! - **Retention**: activity committed more than `retention_days` ago is pruned in bounded
+//!   batches; `total` counts what is retained.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tidemark_model::{
+    Account, AccountId, Activity, Application, ApplicationId, CursorKey, MonitoredResource,
+    Subscription, SubscriptionId, SubscriptionType,
+};
+
+mod sqlite;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use sqlite::SqliteStore;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named object does not exist (or was deleted).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with the current state (a limit, a uniqueness rule).
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller's lease is no longer the current one: another poller holds a newer lease.
+    #[error("lease lost: subscription {0} was leased again by another poller")]
+    LeaseLost(SubscriptionId),
+    /// Stored data could not be read back (a bug or a damaged database).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The database itself failed (I/O, locking, SQL).
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A new account, as connected.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Owning application.
+    pub application_id: ApplicationId,
+    /// Service name.
+    pub service: String,
+    /// Whether the account is an org-wide admin account.
+    pub admin: bool,
+    /// Connection config (credentials included).
+    pub config: Value,
+}
+
+/// A new subscription, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewSubscription {
+    /// The account to watch.
+    pub account_id: AccountId,
+    /// What the subscription does.
+    pub subscription_type: SubscriptionType,
+    /// Resources watched (empty: the connector's default).
+    pub monitored_resources: Vec<MonitoredResource>,
+    /// Whether monitoring starts active.
+    pub active: bool,
+    /// `Some(true)`: become the default; `Some(false)`: never; `None`: default if the account
+    /// has no default subscription yet.
+    pub default: Option<bool>,
+    /// API category of the monitored resources, as the connector names it.
+    pub monitored_resource_api: Option<String>,
+    /// Object type of the monitored resources, as the connector names it.
+    pub monitored_resource_object_type: Option<String>,
+}
+
+/// A grant to poll one subscription until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The leased subscription.
+    pub subscription_id: SubscriptionId,
+    /// Who holds it (a node id).
+    pub holder: String,
+    /// Fencing token: strictly increases with every grant on this subscription.
+    pub token: i64,
+    /// When the lease lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+    /// The subscription's wake counter when the lease was granted (a poll requested after that
+    /// is honoured when the lease is released).
+    pub wake_seen: i64,
+}
+
+/// One commit: activity from a poll, and the checkpoint after it.
+#[derive(Debug, Clone)]
+pub struct CommitBatch {
+    /// The subscription appended to.
+    pub subscription_id: SubscriptionId,
+    /// Activity in the order it should enter the stream.
+    pub activities: Vec<Activity>,
+    /// The connector's checkpoint after `activities`; `None` leaves the checkpoint unchanged.
+    pub checkpoint: Option<String>,
+    /// The poller's lease; when given, the commit is refused unless it is still current.
+    pub lease: Option<Lease>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitOutcome {
+    /// Activities that entered the stream.
+    pub appended: usize,
+    /// Activities absorbed as re-deliveries of ones already in the stream.
+    pub duplicates: usize,
+    /// The subscription's highest sequence number after the commit.
+    pub last_sequence: u64,
+}
+
+/// One activity as stored: its place in the stream and its JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredActivity {
+    /// Position in the subscription's stream (1, 2, 3, ... with no gaps at commit).
+    pub sequence: u64,
+    /// When Tidemark committed it.
+    pub committed_at: DateTime<Utc>,
+    /// The v2 activity object, serialized (ready to splice into a response).
+    pub json: String,
+}
+
+impl StoredActivity {
+    /// Parses the stored JSON back into an [`Activity`].
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the stored text is not an activity.
+    pub fn activity(&self) -> StoreResult<Activity> {
+        serde_json::from_str(&self.json)
+            .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", self.sequence)))
+    }
+}
+
+/// How a poll ended, recorded when its lease is released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollResult {
+    /// The poll succeeded; poll again at `next_poll_at` (sooner if woken meanwhile).
+    Succeeded {
+        /// When the next periodic poll is due.
+        next_poll_at: DateTime<Utc>,
+    },
+    /// The poll failed and will be retried at `retry_at`.
+    Failed {
+        /// What went wrong, for operators.
+        error: String,
+        /// When to try again (back-off already applied).
+        retry_at: DateTime<Utc>,
+    },
+    /// The poll failed permanently: deactivate the subscription with this reason.
+    Disabled {
+        /// The subscription's new `disable_reason`.
+        reason: String,
+        /// What went wrong, for operators.
+        error: String,
+    },
+}
+
+/// Scheduling state of one subscription, for operators and the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollState {
+    /// When the next poll is due.
+    pub next_poll_at: DateTime<Utc>,
+    /// Failures since the last successful poll.
+    pub consecutive_failures: u32,
+    /// The last failure's message, cleared on success.
+    pub last_error: Option<String>,
+    /// Current lease holder, if the lease has not lapsed.
+    pub lease_holder: Option<String>,
+}
+
+/// Persistence for everything Tidemark keeps. See the crate doc for the guarantees.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The key that signs this store's cursors (created with the store, never changes).
+    fn cursor_key(&self) -> &CursorKey;
+
+    // ---- applications ------------------------------------------------------------------
+
+    /// Creates an application with default settings.
+    async fn create_application(&self, name: &str) -> StoreResult<Application>;
+    /// One application.
+    async fn get_application(&self, id: ApplicationId) -> StoreResult<Application>;
+    /// Replaces an application's settings (`track_activity`, `retention_days`,
+    /// `max_subscriptions_per_account`, `name`).
+    async fn update_application(&self, application: &Application) -> StoreResult<Application>;
+
+    // ---- accounts ----------------------------------------------------------------------
+
+    /// Connects an account. If its application tracks activity, a default `changes`
+    /// subscription is created in the same transaction.
+    async fn create_account(&self, account: NewAccount) -> StoreResult<Account>;
+    /// One account.
+    async fn get_account(&self, id: AccountId) -> StoreResult<Account>;
+    /// An application's accounts, by id.
+    async fn list_accounts(&self, application_id: ApplicationId) -> StoreResult<Vec<Account>>;
+    /// Deletes an account with its subscriptions, activity and checkpoints.
+    async fn delete_account(&self, id: AccountId) -> StoreResult<()>;
+
+    // ---- subscriptions -----------------------------------------------------------------
+
+    /// Creates a subscription, enforcing the application's per-account limit and the
+    /// one-default rule.
+    async fn create_subscription(&self, subscription: NewSubscription)
+        -> StoreResult<Subscription>;
+    /// One subscription.
+    async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Subscription>;
+    /// An account's subscriptions, by id.
+    async fn list_subscriptions(&self, account_id: AccountId) -> StoreResult<Vec<Subscription>>;
+    /// Activates or deactivates a subscription (`disable_reason` is cleared on activation).
+    async fn set_subscription_active(
+        &self,
+        id: SubscriptionId,
+        active: bool,
+        disable_reason: &str,
+    ) -> StoreResult<Subscription>;
+    /// Deletes a subscription and all its activity and checkpoints.
+    async fn delete_subscription(&self, id: SubscriptionId) -> StoreResult<()>;
+    /// Records the newest cursor handed out (`last_cursor`, `last_cursor_updated_at`).
+    async fn record_last_cursor(&self, id: SubscriptionId, cursor: &str) -> StoreResult<()>;
+
+    // ---- the stream --------------------------------------------------------------------
+
+    /// Appends activity and stores the checkpoint, atomically (see [`CommitBatch`]).
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] if the batch's lease is stale; [`StoreError::NotFound`] if
+    /// the subscription is gone. Either way nothing is written.
+    async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome>;
+    /// Up to `limit` activities with sequence numbers above `after`, in order.
+    async fn read_activity(
+        &self,
+        subscription_id: SubscriptionId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredActivity>>;
+    /// Number of activities currently retained for the subscription.
+    async fn activity_total(&self, subscription_id: SubscriptionId) -> StoreResult<u64>;
+    /// The subscription's highest sequence number (0 if empty).
+    async fn latest_sequence(&self, subscription_id: SubscriptionId) -> StoreResult<u64>;
+    /// Deletes activity committed more than its application's `retention_days` before `now`,
+    /// at most `max_rows` rows per call. Returns how many were deleted.
+    async fn prune_expired(&self, now: DateTime<Utc>, max_rows: usize) -> StoreResult<u64>;
+
+    // ---- checkpoints, leases and scheduling --------------------------------------------
+
+    /// The subscription's checkpoint (`None` before its first commit).
+    async fn load_checkpoint(&self, subscription_id: SubscriptionId)
+        -> StoreResult<Option<String>>;
+    /// Leases up to `limit` active subscriptions whose poll is due at `now` and whose lease
+    /// is free or lapsed.
+    async fn acquire_due(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Lease>>;
+    /// Extends a lease that is still current.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] if another poller holds a newer lease.
+    async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> StoreResult<Lease>;
+    /// Gives a lease back and records how the poll ended. A stale lease changes nothing.
+    async fn release_lease(&self, lease: &Lease, result: PollResult) -> StoreResult<()>;
+    /// Asks for the subscription to be polled as soon as possible (an upstream push).
+    async fn request_poll(&self, subscription_id: SubscriptionId) -> StoreResult<()>;
+    /// The subscription's scheduling state.
+    async fn poll_state(&self, subscription_id: SubscriptionId) -> StoreResult<PollState>;
+}

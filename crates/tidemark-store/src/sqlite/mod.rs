@@ -1,0 +1,921 @@
+//! [`SqliteStore`]: the embedded default store.
+//!
+//! One SQLite database file in WAL mode. All writes go through one connection behind a mutex,
+//! each in a `BEGIN IMMEDIATE` transaction: that write lock is the "subscription's lock" of
+//! DESIGN 2.1 (it covers every subscription at once, which SQLite's single writer makes free).
+//! Reads use a small pool of read-only connections and never block the writer.
+//! Blocking SQLite calls run on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
+use tidemark_model::{
+    Account, AccountId, Application, ApplicationId, CursorKey, MonitoredResource, Subscription,
+    SubscriptionId, SubscriptionType,
+};
+
+use crate::{
+    CommitBatch, CommitOutcome, Lease, NewAccount, NewSubscription, PollResult, PollState, Store,
+    StoreError, StoreResult, StoredActivity,
+};
+
+mod migrations;
+
+/// Read connections kept open.
+const READ_POOL_SIZE: u32 = 8;
+/// How long a statement waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The embedded SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    cursor_key: CursorKey,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Backend(error.to_string())
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(error: r2d2::Error) -> Self {
+        StoreError::Backend(format!("read pool: {error}"))
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -65_536)?; // 64 MiB
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the file cannot be opened or migrated.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = Connection::open(&path)?;
+        let mode: String =
+            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "could not enable WAL mode (got {mode})"
+            )));
+        }
+        configure(&writer)?;
+        migrations::migrate(&mut writer)?;
+        let cursor_key = load_or_create_cursor_key(&mut writer)?;
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(|c| configure(c));
+        let readers = r2d2::Pool::builder()
+            .max_size(READ_POOL_SIZE)
+            .min_idle(Some(1))
+            .build(manager)?;
+        tracing::debug!(path = %path.display(), "sqlite store open");
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers,
+                cursor_key,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection.
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Backend("writer connection poisoned".into()))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = work(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Runs `work` on a pooled read-only connection.
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let conn = inner.readers.get()?;
+            work(&conn)
+        })
+        .await
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+}
+
+fn load_or_create_cursor_key(conn: &mut Connection) -> StoreResult<CursorKey> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let existing: Option<Vec<u8>> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'cursor_key'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let bytes: [u8; 32] = match existing {
+        Some(bytes) => bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("cursor key is not 32 bytes".into()))?,
+        None => {
+            let bytes: [u8; 32] = rand::random();
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('cursor_key', ?1)",
+                [&bytes[..]],
+            )?;
+            bytes
+        }
+    };
+    tx.commit()?;
+    Ok(CursorKey::new(bytes))
+}
+
+// ---- time and row mapping ------------------------------------------------------------------
+
+fn micros(ts: DateTime<Utc>) -> i64 {
+    ts.timestamp_micros()
+}
+
+fn from_micros(value: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value} out of range")))
+}
+
+fn column_time(row: &Row<'_>, index: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let value: i64 = row.get(index)?;
+    DateTime::from_timestamp_micros(value)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(index, value))
+}
+
+fn column_time_opt(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match row.get::<_, Option<i64>>(index)? {
+        Some(value) => DateTime::from_timestamp_micros(value)
+            .map(Some)
+            .ok_or(rusqlite::Error::IntegralValueOutOfRange(index, value)),
+        None => Ok(None),
+    }
+}
+
+fn column_json<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const APPLICATION_COLUMNS: &str =
+    "id, name, track_activity, retention_days, max_subscriptions_per_account, created";
+
+fn application_from_row(row: &Row<'_>) -> rusqlite::Result<Application> {
+    Ok(Application {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        track_activity: row.get(2)?,
+        retention_days: row.get(3)?,
+        max_subscriptions_per_account: row.get(4)?,
+        created: column_time(row, 5)?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "id, application_id, service, admin, config, created, modified";
+
+fn account_from_row(row: &Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: row.get(0)?,
+        application_id: row.get(1)?,
+        service: row.get(2)?,
+        admin: row.get(3)?,
+        config: column_json(row, 4)?,
+        created: column_time(row, 5)?,
+        modified: column_time(row, 6)?,
+    })
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "id, account_id, subscription_type, active, disable_reason, \
+    is_default, expiry, monitored_resources, monitored_resource_api, \
+    monitored_resource_object_type, last_cursor, last_cursor_updated_at, created, modified";
+
+fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
+    let type_text: String = row.get(2)?;
+    let subscription_type = SubscriptionType::parse(&type_text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let monitored_resources: Vec<MonitoredResource> = column_json(row, 7)?;
+    Ok(Subscription {
+        id: row.get(0)?,
+        account: row.get(1)?,
+        subscription_type,
+        active: row.get(3)?,
+        disable_reason: row.get(4)?,
+        default: row.get(5)?,
+        expiry: column_time_opt(row, 6)?,
+        monitored_resources,
+        monitored_resource_api: row.get(8)?,
+        monitored_resource_object_type: row.get(9)?,
+        last_cursor: row.get(10)?,
+        last_cursor_updated_at: column_time_opt(row, 11)?,
+        created: column_time(row, 12)?,
+        modified: column_time(row, 13)?,
+    })
+}
+
+fn get_application_tx(conn: &Connection, id: ApplicationId) -> StoreResult<Application> {
+    conn.query_row(
+        &format!("SELECT {APPLICATION_COLUMNS} FROM applications WHERE id = ?1"),
+        [id],
+        application_from_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("application"))
+}
+
+fn get_account_tx(conn: &Connection, id: AccountId) -> StoreResult<Account> {
+    conn.query_row(
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
+        [id],
+        account_from_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("account"))
+}
+
+fn get_subscription_tx(conn: &Connection, id: SubscriptionId) -> StoreResult<Subscription> {
+    conn.query_row(
+        &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1"),
+        [id],
+        subscription_from_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("subscription"))
+}
+
+fn insert_subscription_tx(
+    tx: &Transaction<'_>,
+    new: &NewSubscription,
+    now: DateTime<Utc>,
+) -> StoreResult<Subscription> {
+    let account = get_account_tx(tx, new.account_id)?;
+    let application = get_application_tx(tx, account.application_id)?;
+    let existing: u32 = tx.query_row(
+        "SELECT COUNT(*) FROM subscriptions WHERE account_id = ?1",
+        [new.account_id],
+        |r| r.get(0),
+    )?;
+    if existing >= application.max_subscriptions_per_account {
+        return Err(StoreError::Conflict(format!(
+            "account {} already has {existing} subscription(s); the application allows {} per account",
+            new.account_id, application.max_subscriptions_per_account
+        )));
+    }
+    let has_default: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM subscriptions WHERE account_id = ?1 AND is_default = 1)",
+        [new.account_id],
+        |r| r.get(0),
+    )?;
+    let is_default = new.default.unwrap_or(!has_default);
+    if is_default {
+        tx.execute(
+            "UPDATE subscriptions SET is_default = 0, modified = ?2 WHERE account_id = ?1 AND is_default = 1",
+            params![new.account_id, micros(now)],
+        )?;
+    }
+    let resources = serde_json::to_string(&new.monitored_resources)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO subscriptions (account_id, subscription_type, active, disable_reason, \
+         is_default, monitored_resources, monitored_resource_api, monitored_resource_object_type, \
+         created, modified, next_poll_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
+        params![
+            new.account_id,
+            new.subscription_type.as_str(),
+            new.active,
+            if new.active {
+                ""
+            } else {
+                "deactivated_by_user"
+            },
+            is_default,
+            resources,
+            new.monitored_resource_api,
+            new.monitored_resource_object_type,
+            micros(now),
+        ],
+    )?;
+    get_subscription_tx(tx, tx.last_insert_rowid())
+}
+
+/// Serializes a batch outside the writer lock: `(activity id, occurred_at, json)`.
+fn serialize_batch(batch: &CommitBatch) -> StoreResult<Vec<(String, Option<i64>, String)>> {
+    batch
+        .activities
+        .iter()
+        .map(|activity| {
+            let json = serde_json::to_string(activity)
+                .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?;
+            Ok((activity.id.clone(), activity.timestamp.map(micros), json))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn cursor_key(&self) -> &CursorKey {
+        &self.inner.cursor_key
+    }
+
+    async fn create_application(&self, name: &str) -> StoreResult<Application> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO applications (name, created) VALUES (?1, ?2)",
+                params![name, micros(Utc::now())],
+            )?;
+            get_application_tx(tx, tx.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn get_application(&self, id: ApplicationId) -> StoreResult<Application> {
+        self.read(move |conn| get_application_tx(conn, id)).await
+    }
+
+    async fn update_application(&self, application: &Application) -> StoreResult<Application> {
+        let app = application.clone();
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE applications SET name = ?2, track_activity = ?3, retention_days = ?4, \
+                 max_subscriptions_per_account = ?5 WHERE id = ?1",
+                params![
+                    app.id,
+                    app.name,
+                    app.track_activity,
+                    app.retention_days,
+                    app.max_subscriptions_per_account
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("application"));
+            }
+            get_application_tx(tx, app.id)
+        })
+        .await
+    }
+
+    async fn create_account(&self, account: NewAccount) -> StoreResult<Account> {
+        self.write(move |tx| {
+            let application = get_application_tx(tx, account.application_id)?;
+            let now = Utc::now();
+            let config = serde_json::to_string(&account.config)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO accounts (application_id, service, admin, config, created, modified) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![
+                    account.application_id,
+                    account.service,
+                    account.admin,
+                    config,
+                    micros(now)
+                ],
+            )?;
+            let created = get_account_tx(tx, tx.last_insert_rowid())?;
+            if application.track_activity {
+                let default_subscription = NewSubscription {
+                    account_id: created.id,
+                    subscription_type: SubscriptionType::Changes,
+                    monitored_resources: Vec::new(),
+                    active: true,
+                    default: Some(true),
+                    monitored_resource_api: None,
+                    monitored_resource_object_type: None,
+                };
+                insert_subscription_tx(tx, &default_subscription, now)?;
+            }
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
+        self.read(move |conn| get_account_tx(conn, id)).await
+    }
+
+    async fn list_accounts(&self, application_id: ApplicationId) -> StoreResult<Vec<Account>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE application_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([application_id], account_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn delete_account(&self, id: AccountId) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM activity WHERE subscription_id IN \
+                 (SELECT id FROM subscriptions WHERE account_id = ?1)",
+                [id],
+            )?;
+            // Subscriptions and checkpoints go with the account (ON DELETE CASCADE).
+            if tx.execute("DELETE FROM accounts WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_subscription(
+        &self,
+        subscription: NewSubscription,
+    ) -> StoreResult<Subscription> {
+        self.write(move |tx| insert_subscription_tx(tx, &subscription, Utc::now()))
+            .await
+    }
+
+    async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Subscription> {
+        self.read(move |conn| get_subscription_tx(conn, id)).await
+    }
+
+    async fn list_subscriptions(&self, account_id: AccountId) -> StoreResult<Vec<Subscription>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE account_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([account_id], subscription_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_subscription_active(
+        &self,
+        id: SubscriptionId,
+        active: bool,
+        disable_reason: &str,
+    ) -> StoreResult<Subscription> {
+        let reason = if active {
+            String::new()
+        } else {
+            disable_reason.to_owned()
+        };
+        self.write(move |tx| {
+            let now = micros(Utc::now());
+            let changed = tx.execute(
+                "UPDATE subscriptions SET active = ?2, disable_reason = ?3, modified = ?4, \
+                 next_poll_at = CASE WHEN ?2 AND NOT active THEN ?4 ELSE next_poll_at END, \
+                 consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures END \
+                 WHERE id = ?1",
+                params![id, active, reason, now],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("subscription"));
+            }
+            get_subscription_tx(tx, id)
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: SubscriptionId) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute("DELETE FROM activity WHERE subscription_id = ?1", [id])?;
+            if tx.execute("DELETE FROM subscriptions WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound("subscription"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_last_cursor(&self, id: SubscriptionId, cursor: &str) -> StoreResult<()> {
+        let cursor = cursor.to_owned();
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE subscriptions SET last_cursor = ?2, last_cursor_updated_at = ?3 WHERE id = ?1",
+                params![id, cursor, micros(Utc::now())],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("subscription"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome> {
+        let rows = serialize_batch(&batch)?;
+        let subscription_id = batch.subscription_id;
+        let lease_token = batch.lease.as_ref().map(|lease| lease.token);
+        let checkpoint = batch.checkpoint;
+        self.write(move |tx| {
+            let (mut last_sequence, last_committed_at, current_token): (i64, i64, i64) = tx
+                .query_row(
+                    "SELECT last_sequence, last_committed_at, lease_token FROM subscriptions WHERE id = ?1",
+                    [subscription_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound("subscription"))?;
+            if lease_token.is_some_and(|token| token != current_token) {
+                return Err(StoreError::LeaseLost(subscription_id));
+            }
+            // Commit times never run backwards within a subscription, even if the clock does:
+            // retention relies on it.
+            let committed_at = micros(Utc::now()).max(last_committed_at);
+            let mut outcome = CommitOutcome::default();
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO activity (subscription_id, sequence, activity_id, occurred_at, \
+                     committed_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (subscription_id, activity_id) DO NOTHING",
+                )?;
+                for (activity_id, occurred_at, json) in &rows {
+                    let inserted = insert.execute(params![
+                        subscription_id,
+                        last_sequence + 1,
+                        activity_id,
+                        occurred_at,
+                        committed_at,
+                        json
+                    ])?;
+                    if inserted == 1 {
+                        last_sequence += 1;
+                        outcome.appended += 1;
+                    } else {
+                        outcome.duplicates += 1;
+                    }
+                }
+            }
+            tx.execute(
+                "UPDATE subscriptions SET last_sequence = ?2, last_committed_at = ?3, \
+                 retained_count = retained_count + ?4 WHERE id = ?1",
+                params![subscription_id, last_sequence, committed_at, outcome.appended as i64],
+            )?;
+            if let Some(state) = checkpoint {
+                tx.execute(
+                    "INSERT INTO checkpoints (subscription_id, state, updated_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (subscription_id) DO UPDATE SET state = excluded.state, \
+                     updated_at = excluded.updated_at",
+                    params![subscription_id, state, committed_at],
+                )?;
+            }
+            outcome.last_sequence = u64::try_from(last_sequence)
+                .map_err(|_| StoreError::Corrupt("negative sequence".into()))?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn read_activity(
+        &self,
+        subscription_id: SubscriptionId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredActivity>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sequence, committed_at, body FROM activity \
+                 WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![subscription_id, after, limit])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(StoredActivity {
+                    sequence: row.get::<_, i64>(0)?.unsigned_abs(),
+                    committed_at: from_micros(row.get(1)?)?,
+                    json: row.get(2)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn activity_total(&self, subscription_id: SubscriptionId) -> StoreResult<u64> {
+        self.read(move |conn| {
+            let total: Option<i64> = conn
+                .query_row(
+                    "SELECT retained_count FROM subscriptions WHERE id = ?1",
+                    [subscription_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            total
+                .map(i64::unsigned_abs)
+                .ok_or(StoreError::NotFound("subscription"))
+        })
+        .await
+    }
+
+    async fn latest_sequence(&self, subscription_id: SubscriptionId) -> StoreResult<u64> {
+        self.read(move |conn| {
+            let last: Option<i64> = conn
+                .query_row(
+                    "SELECT last_sequence FROM subscriptions WHERE id = ?1",
+                    [subscription_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            last.map(i64::unsigned_abs)
+                .ok_or(StoreError::NotFound("subscription"))
+        })
+        .await
+    }
+
+    async fn prune_expired(&self, now: DateTime<Utc>, max_rows: usize) -> StoreResult<u64> {
+        // Which subscriptions have a retention limit and something retained.
+        let candidates: Vec<(SubscriptionId, i64)> = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT s.id, ap.retention_days FROM subscriptions s \
+                     JOIN accounts ac ON ac.id = s.account_id \
+                     JOIN applications ap ON ap.id = ac.application_id \
+                     WHERE ap.retention_days IS NOT NULL AND s.retained_count > 0",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        let mut deleted_total = 0u64;
+        for (subscription_id, retention_days) in candidates {
+            let budget = max_rows.saturating_sub(deleted_total as usize);
+            if budget == 0 {
+                break;
+            }
+            let cutoff = micros(now) - retention_days * 86_400_000_000;
+            // One short transaction per subscription keeps writers waiting briefly at most.
+            let deleted = self
+                .write(move |tx| prune_subscription_tx(tx, subscription_id, cutoff, budget))
+                .await?;
+            deleted_total += deleted;
+        }
+        if deleted_total > 0 {
+            tracing::debug!(deleted = deleted_total, "pruned expired activity");
+        }
+        Ok(deleted_total)
+    }
+
+    async fn load_checkpoint(
+        &self,
+        subscription_id: SubscriptionId,
+    ) -> StoreResult<Option<String>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT state FROM checkpoints WHERE subscription_id = ?1",
+                    [subscription_id],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn acquire_due(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Lease>> {
+        let holder = holder.to_owned();
+        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.write(move |tx| {
+            let ids: Vec<SubscriptionId> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id FROM subscriptions WHERE active = 1 AND next_poll_at <= ?1 \
+                     AND (lease_expires_at IS NULL OR lease_expires_at <= ?1) \
+                     ORDER BY next_poll_at LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![micros(now), limit as i64], |r| r.get(0))?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            let mut leases = Vec::with_capacity(ids.len());
+            let mut grant = tx.prepare_cached(
+                "UPDATE subscriptions SET lease_holder = ?2, lease_token = lease_token + 1, \
+                 lease_expires_at = ?3 WHERE id = ?1 RETURNING lease_token, wake_counter",
+            )?;
+            for subscription_id in ids {
+                let (token, wake_seen) = grant
+                    .query_row(params![subscription_id, holder, micros(expires_at)], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                leases.push(Lease {
+                    subscription_id,
+                    holder: holder.clone(),
+                    token,
+                    expires_at,
+                    wake_seen,
+                });
+            }
+            Ok(leases)
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease> {
+        let mut renewed = lease.clone();
+        renewed.expires_at =
+            Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let update = renewed.clone();
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE subscriptions SET lease_expires_at = ?3 WHERE id = ?1 AND lease_token = ?2",
+                params![
+                    update.subscription_id,
+                    update.token,
+                    micros(update.expires_at)
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::LeaseLost(update.subscription_id));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(renewed)
+    }
+
+    async fn release_lease(&self, lease: &Lease, result: PollResult) -> StoreResult<()> {
+        let lease = lease.clone();
+        self.write(move |tx| {
+            let now = micros(Utc::now());
+            let released = "lease_holder = NULL, lease_expires_at = NULL";
+            let fence = "WHERE id = ?1 AND lease_token = ?2";
+            match result {
+                PollResult::Succeeded { next_poll_at } => tx.execute(
+                    &format!(
+                        "UPDATE subscriptions SET {released}, consecutive_failures = 0, \
+                         last_error = NULL, next_poll_at = CASE WHEN wake_counter != ?3 \
+                         THEN ?4 ELSE ?5 END {fence}"
+                    ),
+                    params![
+                        lease.subscription_id,
+                        lease.token,
+                        lease.wake_seen,
+                        now,
+                        micros(next_poll_at)
+                    ],
+                )?,
+                PollResult::Failed { error, retry_at } => tx.execute(
+                    &format!(
+                        "UPDATE subscriptions SET {released}, \
+                         consecutive_failures = consecutive_failures + 1, last_error = ?3, \
+                         next_poll_at = ?4 {fence}"
+                    ),
+                    params![lease.subscription_id, lease.token, error, micros(retry_at)],
+                )?,
+                PollResult::Disabled { reason, error } => tx.execute(
+                    &format!(
+                        "UPDATE subscriptions SET {released}, active = 0, disable_reason = ?3, \
+                         last_error = ?4, modified = ?5, \
+                         consecutive_failures = consecutive_failures + 1 {fence}"
+                    ),
+                    params![lease.subscription_id, lease.token, reason, error, now],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn request_poll(&self, subscription_id: SubscriptionId) -> StoreResult<()> {
+        self.write(move |tx| {
+            // A wake never cuts short a back-off (an upstream's Retry-After is honoured).
+            let changed = tx.execute(
+                "UPDATE subscriptions SET wake_counter = wake_counter + 1, \
+                 next_poll_at = CASE WHEN consecutive_failures = 0 THEN MIN(next_poll_at, ?2) \
+                 ELSE next_poll_at END WHERE id = ?1",
+                params![subscription_id, micros(Utc::now())],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("subscription"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn poll_state(&self, subscription_id: SubscriptionId) -> StoreResult<PollState> {
+        self.read(move |conn| {
+            let now = micros(Utc::now());
+            conn.query_row(
+                "SELECT next_poll_at, consecutive_failures, last_error, \
+                 CASE WHEN lease_expires_at > ?2 THEN lease_holder END \
+                 FROM subscriptions WHERE id = ?1",
+                params![subscription_id, now],
+                |r| {
+                    Ok(PollState {
+                        next_poll_at: column_time(r, 0)?,
+                        consecutive_failures: r.get(1)?,
+                        last_error: r.get(2)?,
+                        lease_holder: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound("subscription"))
+        })
+        .await
+    }
+}
+
+/// Deletes up to `budget` of one subscription's oldest activity committed before `cutoff`.
+///
+/// Commit times are non-decreasing in sequence order within a subscription (see `commit`), so
+/// the expired rows are a prefix of the stream: read the next `budget` rows after what was
+/// already pruned, keep the expired prefix, and delete it by sequence range. No index on
+/// commit time is needed.
+fn prune_subscription_tx(
+    tx: &Transaction<'_>,
+    subscription_id: SubscriptionId,
+    cutoff: i64,
+    budget: usize,
+) -> StoreResult<u64> {
+    let pruned_through: i64 = tx.query_row(
+        "SELECT pruned_through FROM subscriptions WHERE id = ?1",
+        [subscription_id],
+        |r| r.get(0),
+    )?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT sequence, committed_at FROM activity WHERE subscription_id = ?1 \
+         AND sequence > ?2 ORDER BY sequence LIMIT ?3",
+    )?;
+    let mut rows = stmt.query(params![subscription_id, pruned_through, budget as i64])?;
+    let mut last_expired = None;
+    while let Some(row) = rows.next()? {
+        let (sequence, committed_at): (i64, i64) = (row.get(0)?, row.get(1)?);
+        if committed_at >= cutoff {
+            break;
+        }
+        last_expired = Some(sequence);
+    }
+    let Some(last_expired) = last_expired else {
+        return Ok(0);
+    };
+    let deleted = tx.execute(
+        "DELETE FROM activity WHERE subscription_id = ?1 AND sequence > ?2 AND sequence <= ?3",
+        params![subscription_id, pruned_through, last_expired],
+    )?;
+    tx.execute(
+        "UPDATE subscriptions SET pruned_through = ?2, retained_count = retained_count - ?3 WHERE id = ?1",
+        params![subscription_id, last_expired, deleted as i64],
+    )?;
+    Ok(deleted as u64)
+}

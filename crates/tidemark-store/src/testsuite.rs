@@ -1,0 +1,812 @@
+//! The conformance suite every [`Store`] implementation runs.
+//!
+//! Each test is a generic async function over the store; [`store_test_suite!`](crate::store_test_suite)
+//! generates the `#[tokio::test]` wrappers for one backend from a factory:
+//!
+//! ```ignore
+//! async fn new_store() -> (SqliteStore, tempfile::TempDir) { ... }
+//! tidemark_store::store_test_suite!(new_store);
+//! ```
+//!
+//! The factory returns the store and a guard that keeps its backing resources alive for the test.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use tidemark_model::{
+    Activity, EventCategory, EventSubtype, EventType, Subscription, SubscriptionType,
+};
+
+use crate::{CommitBatch, NewAccount, NewSubscription, PollResult, Store, StoreError};
+
+/// Generates the conformance tests for one store backend. `$factory` is an async fn returning
+/// `(store, guard)`.
+#[macro_export]
+macro_rules! store_test_suite {
+    ($factory:ident) => {
+        $crate::store_test_suite!(@tests $factory;
+            test_read_your_cursor_exactly_once_in_order,
+            test_duplicate_activity_ids_are_absorbed,
+            test_failed_commit_leaves_activity_and_checkpoint_unchanged,
+            test_concurrent_appenders_reader_never_skips,
+            test_lease_exclusivity_and_expiry,
+            test_release_schedules_next_poll_and_wake_wins,
+            test_wake_does_not_cut_a_backoff_short,
+            test_disabled_subscription_is_not_polled,
+            test_retention_prunes_oldest_first_and_total_reflects_it,
+            test_subscription_limits_and_default_rules,
+            test_track_activity_creates_default_subscription,
+            test_deletes_remove_activity,
+            test_cursor_key_is_stable,
+        );
+    };
+    (@tests $factory:ident; $($name:ident,)*) => {
+        mod store_conformance {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let (store, _guard) = super::$factory().await;
+                    $crate::testsuite::$name(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A realistic activity (about 1 KB of JSON) with the given id.
+pub fn sample_activity(account: i64, id: &str) -> Activity {
+    let mut activity = Activity::new(
+        id,
+        account,
+        EventCategory::Storage,
+        EventType::Add,
+        EventSubtype::Unknown,
+    );
+    activity.timestamp = Some(Utc::now());
+    activity.target = Some(json!({
+        "id": format!("F{id}"), "name": format!("{id}.txt"), "type": "file", "api": "storage",
+        "path": format!("/reports/2026/{id}.txt"), "size": 1024, "mime_type": "text/plain",
+        "parent": {"id": "Fparent", "name": "2026"}, "account": account, "downloadable": true,
+    }));
+    activity.actor = Some(json!({"id": "user-1", "type": "user", "api": "team",
+        "email": "someone@example.com", "name": "Some One"}));
+    activity.raw = Some(json!({"object": {"event": "created", "id": id}}));
+    activity
+}
+
+/// An application, an account and an active subscription, ready for activity.
+pub async fn setup<S: Store>(store: &S) -> Subscription {
+    let application = store
+        .create_application("conformance")
+        .await
+        .expect("application");
+    let account = store
+        .create_account(NewAccount {
+            application_id: application.id,
+            service: "local".into(),
+            admin: false,
+            config: json!({"path": "/tmp"}),
+        })
+        .await
+        .expect("account");
+    store
+        .create_subscription(changes_subscription(account.id))
+        .await
+        .expect("subscription")
+}
+
+fn changes_subscription(account_id: i64) -> NewSubscription {
+    NewSubscription {
+        account_id,
+        subscription_type: SubscriptionType::Changes,
+        monitored_resources: Vec::new(),
+        active: true,
+        default: None,
+        monitored_resource_api: None,
+        monitored_resource_object_type: None,
+    }
+}
+
+fn refs(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).collect()
+}
+
+fn batch(subscription: &Subscription, ids: &[&str], checkpoint: Option<&str>) -> CommitBatch {
+    CommitBatch {
+        subscription_id: subscription.id,
+        activities: ids
+            .iter()
+            .map(|id| sample_activity(subscription.account, id))
+            .collect(),
+        checkpoint: checkpoint.map(str::to_owned),
+        lease: None,
+    }
+}
+
+async fn read_all_ids<S: Store>(store: &S, subscription: &Subscription) -> Vec<(u64, String)> {
+    let rows = store
+        .read_activity(subscription.id, 0, 100_000)
+        .await
+        .expect("read");
+    rows.iter()
+        .map(|row| (row.sequence, row.activity().expect("parses").id))
+        .collect()
+}
+
+/// A reader following cursors gets every activity once, in commit order, whatever its page size;
+/// an old position stays valid.
+pub async fn test_read_your_cursor_exactly_once_in_order<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let first: Vec<String> = (0..5).map(|i| format!("a{i}")).collect();
+    let second: Vec<String> = (0..7).map(|i| format!("b{i}")).collect();
+    let outcome = store
+        .commit(batch(&subscription, &refs(&first), Some("cp1")))
+        .await
+        .expect("commit");
+    assert_eq!((outcome.appended, outcome.last_sequence), (5, 5));
+    let empty = store
+        .commit(batch(&subscription, &[], Some("cp2")))
+        .await
+        .expect("empty commit");
+    assert_eq!((empty.appended, empty.last_sequence), (0, 5));
+    store
+        .commit(batch(&subscription, &refs(&second), Some("cp3")))
+        .await
+        .expect("commit");
+
+    let expected: Vec<String> = first.iter().chain(&second).cloned().collect();
+    for page_size in [1, 3, 1000] {
+        let mut position = 0;
+        let mut seen = Vec::new();
+        loop {
+            let page = store
+                .read_activity(subscription.id, position, page_size)
+                .await
+                .expect("read");
+            if page.is_empty() {
+                break;
+            }
+            for row in &page {
+                assert_eq!(row.sequence, position + 1, "sequence numbers have no gaps");
+                position = row.sequence;
+                seen.push(row.activity().expect("parses").id);
+            }
+        }
+        assert_eq!(seen, expected, "page size {page_size}");
+    }
+    let again = store
+        .read_activity(subscription.id, 5, 2)
+        .await
+        .expect("old position");
+    assert_eq!(
+        again.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+        vec![6, 7]
+    );
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        12
+    );
+    assert_eq!(
+        store
+            .latest_sequence(subscription.id)
+            .await
+            .expect("latest"),
+        12
+    );
+    assert_eq!(
+        store
+            .load_checkpoint(subscription.id)
+            .await
+            .expect("cp")
+            .as_deref(),
+        Some("cp3")
+    );
+}
+
+/// Re-delivered activity (same id) never enters the stream twice and takes no sequence number.
+pub async fn test_duplicate_activity_ids_are_absorbed<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let outcome = store
+        .commit(batch(&subscription, &["a", "b", "a"], Some("1")))
+        .await
+        .expect("commit");
+    assert_eq!(
+        (outcome.appended, outcome.duplicates, outcome.last_sequence),
+        (2, 1, 2)
+    );
+    let outcome = store
+        .commit(batch(&subscription, &["b", "c"], Some("2")))
+        .await
+        .expect("commit");
+    assert_eq!(
+        (outcome.appended, outcome.duplicates, outcome.last_sequence),
+        (1, 1, 3)
+    );
+    let replay = store
+        .commit(batch(&subscription, &["a", "b", "c"], Some("3")))
+        .await
+        .expect("replay");
+    assert_eq!((replay.appended, replay.duplicates), (0, 3));
+    assert_eq!(
+        read_all_ids(&*store, &subscription).await,
+        vec![
+            (1, "a".to_owned()),
+            (2, "b".to_owned()),
+            (3, "c".to_owned())
+        ]
+    );
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        3
+    );
+    // The same id in another subscription is a different activity.
+    let other = setup(&*store).await;
+    let outcome = store
+        .commit(batch(&other, &["a"], None))
+        .await
+        .expect("commit");
+    assert_eq!(outcome.appended, 1);
+}
+
+/// A commit that fails (stale lease, missing subscription) writes neither activity nor
+/// checkpoint.
+pub async fn test_failed_commit_leaves_activity_and_checkpoint_unchanged<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let ttl = Duration::from_millis(200);
+    let first = store
+        .acquire_due("node-a", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    let lease_a = first
+        .into_iter()
+        .find(|l| l.subscription_id == subscription.id)
+        .expect("leased");
+    let mut ok = batch(&subscription, &["a1", "a2"], Some("after-a"));
+    ok.lease = Some(lease_a.clone());
+    store.commit(ok).await.expect("current lease commits");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = store
+        .acquire_due("node-b", Utc::now(), Duration::from_secs(30), 100)
+        .await
+        .expect("acquire");
+    let lease_b = second
+        .into_iter()
+        .find(|l| l.subscription_id == subscription.id)
+        .expect("re-leased");
+    assert!(lease_b.token > lease_a.token, "fencing token increases");
+
+    let mut stale = batch(
+        &subscription,
+        &["stale1", "stale2"],
+        Some("stale-checkpoint"),
+    );
+    stale.lease = Some(lease_a);
+    match store.commit(stale).await {
+        Err(StoreError::LeaseLost(id)) => assert_eq!(id, subscription.id),
+        other => panic!("stale lease must be refused, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .load_checkpoint(subscription.id)
+            .await
+            .expect("cp")
+            .as_deref(),
+        Some("after-a")
+    );
+    assert_eq!(
+        store.latest_sequence(subscription.id).await.expect("seq"),
+        2
+    );
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        2
+    );
+    assert_eq!(
+        read_all_ids(&*store, &subscription)
+            .await
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect::<Vec<_>>(),
+        vec!["a1", "a2"]
+    );
+
+    let mut missing = batch(&subscription, &["x"], Some("x"));
+    missing.subscription_id = subscription.id + 10_000;
+    assert!(matches!(
+        store.commit(missing).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Several appenders on one subscription while a reader follows cursors: the reader sees every
+/// sequence number exactly once, none skipped, and every activity.
+pub async fn test_concurrent_appenders_reader_never_skips<S: Store>(store: Arc<S>) {
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 60;
+    const PER_BATCH: usize = 10;
+    let subscription = setup(&*store).await;
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = Arc::clone(&store);
+        let subscription = subscription.clone();
+        writers.push(tokio::spawn(async move {
+            for batch_index in 0..BATCHES {
+                let ids: Vec<String> = (0..PER_BATCH)
+                    .map(|i| format!("w{writer}-b{batch_index}-{i}"))
+                    .collect();
+                store
+                    .commit(batch(&subscription, &refs(&ids), None))
+                    .await
+                    .expect("commit");
+            }
+        }));
+    }
+    let total = WRITERS * BATCHES * PER_BATCH;
+    let mut position = 0u64;
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < total {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reader stalled at {position}"
+        );
+        let page = store
+            .read_activity(subscription.id, position, 37)
+            .await
+            .expect("read");
+        if page.is_empty() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        for row in page {
+            assert_eq!(
+                row.sequence,
+                position + 1,
+                "reader skipped or repeated a sequence number"
+            );
+            position = row.sequence;
+            assert!(
+                seen.insert(row.activity().expect("parses").id),
+                "activity seen twice"
+            );
+        }
+    }
+    for writer in writers {
+        writer.await.expect("writer finished");
+    }
+    assert!(store
+        .read_activity(subscription.id, position, 10)
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        total as u64
+    );
+}
+
+/// Only one poller holds a subscription's lease; a lapsed lease can be taken over, and the old
+/// holder can then neither renew nor release it.
+pub async fn test_lease_exclusivity_and_expiry<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let ttl = Duration::from_millis(300);
+    let a = store
+        .acquire_due("node-a", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    let lease_a = a
+        .into_iter()
+        .find(|l| l.subscription_id == subscription.id)
+        .expect("leased by a");
+    let b = store
+        .acquire_due("node-b", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    assert!(
+        b.iter().all(|l| l.subscription_id != subscription.id),
+        "two holders at once"
+    );
+    let lease_a = store
+        .renew_lease(&lease_a, ttl)
+        .await
+        .expect("current holder renews");
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let b = store
+        .acquire_due("node-b", Utc::now(), Duration::from_secs(30), 100)
+        .await
+        .expect("acquire");
+    let lease_b = b
+        .into_iter()
+        .find(|l| l.subscription_id == subscription.id)
+        .expect("lapsed lease taken over");
+    assert_eq!(lease_b.holder, "node-b");
+    assert!(matches!(
+        store.renew_lease(&lease_a, ttl).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    store
+        .release_lease(
+            &lease_a,
+            PollResult::Succeeded {
+                next_poll_at: Utc::now(),
+            },
+        )
+        .await
+        .expect("stale release is a no-op");
+    let state = store.poll_state(subscription.id).await.expect("state");
+    assert_eq!(
+        state.lease_holder.as_deref(),
+        Some("node-b"),
+        "stale release must not free b's lease"
+    );
+    store
+        .renew_lease(&lease_b, ttl)
+        .await
+        .expect("b still holds it");
+}
+
+/// A released lease schedules the next poll; a wake during the poll makes it due at once.
+pub async fn test_release_schedules_next_poll_and_wake_wins<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let ttl = Duration::from_secs(30);
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let leases = store
+        .acquire_due("n", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    let lease = leases
+        .into_iter()
+        .find(|l| l.subscription_id == subscription.id)
+        .expect("due at creation");
+    store
+        .release_lease(
+            &lease,
+            PollResult::Succeeded {
+                next_poll_at: later,
+            },
+        )
+        .await
+        .expect("release");
+    let leases = store
+        .acquire_due("n", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    assert!(
+        leases.iter().all(|l| l.subscription_id != subscription.id),
+        "not due for an hour"
+    );
+
+    store.request_poll(subscription.id).await.expect("wake");
+    let leases = store
+        .acquire_due("n", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    let lease = leases
+        .into_iter()
+        .find(|l| l.subscription_id == subscription.id)
+        .expect("woken");
+    // Woken while polling: the release must not push the next poll an hour away.
+    store
+        .request_poll(subscription.id)
+        .await
+        .expect("wake during poll");
+    store
+        .release_lease(
+            &lease,
+            PollResult::Succeeded {
+                next_poll_at: later,
+            },
+        )
+        .await
+        .expect("release");
+    let leases = store
+        .acquire_due("n", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    assert!(
+        leases.iter().any(|l| l.subscription_id == subscription.id),
+        "wake during poll was lost"
+    );
+}
+
+/// After a failure, the retry time stands even if the upstream pushes a wake (Retry-After is
+/// honoured); failures are counted and described.
+pub async fn test_wake_does_not_cut_a_backoff_short<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let ttl = Duration::from_secs(30);
+    let leases = store
+        .acquire_due("n", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    let lease = leases
+        .into_iter()
+        .find(|l| l.subscription_id == subscription.id)
+        .expect("due");
+    let retry_at = Utc::now() + chrono::Duration::hours(1);
+    store
+        .release_lease(
+            &lease,
+            PollResult::Failed {
+                error: "upstream 503".into(),
+                retry_at,
+            },
+        )
+        .await
+        .expect("release");
+    store.request_poll(subscription.id).await.expect("wake");
+    let leases = store
+        .acquire_due("n", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    assert!(
+        leases.iter().all(|l| l.subscription_id != subscription.id),
+        "back-off was cut short"
+    );
+    let state = store.poll_state(subscription.id).await.expect("state");
+    assert_eq!(state.consecutive_failures, 1);
+    assert_eq!(state.last_error.as_deref(), Some("upstream 503"));
+    assert!((state.next_poll_at - retry_at).num_milliseconds().abs() < 1);
+}
+
+/// A permanent failure deactivates the subscription with its reason; it is no longer polled.
+pub async fn test_disabled_subscription_is_not_polled<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let ttl = Duration::from_secs(30);
+    let leases = store
+        .acquire_due("n", Utc::now(), ttl, 100)
+        .await
+        .expect("acquire");
+    let lease = leases
+        .into_iter()
+        .find(|l| l.subscription_id == subscription.id)
+        .expect("due");
+    store
+        .release_lease(
+            &lease,
+            PollResult::Disabled {
+                reason: "credentials_invalid".into(),
+                error: "401".into(),
+            },
+        )
+        .await
+        .expect("release");
+    let disabled = store.get_subscription(subscription.id).await.expect("get");
+    assert!(!disabled.active);
+    assert_eq!(disabled.disable_reason, "credentials_invalid");
+    store.request_poll(subscription.id).await.expect("wake");
+    let later = Utc::now() + chrono::Duration::days(1);
+    let leases = store
+        .acquire_due("n", later, ttl, 100)
+        .await
+        .expect("acquire");
+    assert!(leases.iter().all(|l| l.subscription_id != subscription.id));
+    let reactivated = store
+        .set_subscription_active(subscription.id, true, "")
+        .await
+        .expect("reactivate");
+    assert!(reactivated.active);
+    assert_eq!(reactivated.disable_reason, "");
+}
+
+/// Retention deletes the oldest activity first, in bounded batches; `total` follows, and
+/// reading from a pruned position resumes at the oldest retained activity.
+pub async fn test_retention_prunes_oldest_first_and_total_reflects_it<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let account = store
+        .get_account(subscription.account)
+        .await
+        .expect("account");
+    let mut application = store
+        .get_application(account.application_id)
+        .await
+        .expect("app");
+    application.retention_days = Some(1);
+    store
+        .update_application(&application)
+        .await
+        .expect("update");
+
+    store
+        .commit(batch(&subscription, &["o1", "o2", "o3", "o4", "o5"], None))
+        .await
+        .expect("commit");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let boundary = Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store
+        .commit(batch(&subscription, &["n1", "n2", "n3"], None))
+        .await
+        .expect("commit");
+
+    let as_of = boundary + chrono::Duration::days(1);
+    assert_eq!(
+        store.prune_expired(as_of, 2).await.expect("prune"),
+        2,
+        "bounded batch"
+    );
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        6
+    );
+    assert_eq!(store.prune_expired(as_of, 1000).await.expect("prune"), 3);
+    assert_eq!(
+        store.prune_expired(as_of, 1000).await.expect("prune"),
+        0,
+        "newer rows kept"
+    );
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        3
+    );
+    let resumed = store
+        .read_activity(subscription.id, 1, 10)
+        .await
+        .expect("read from pruned position");
+    assert_eq!(resumed.first().map(|r| r.sequence), Some(6));
+    assert_eq!(
+        store.latest_sequence(subscription.id).await.expect("seq"),
+        8
+    );
+
+    // Without retention nothing is pruned.
+    let other = setup(&*store).await;
+    store
+        .commit(batch(&other, &["keep"], None))
+        .await
+        .expect("commit");
+    store
+        .prune_expired(Utc::now() + chrono::Duration::days(3650), 1000)
+        .await
+        .expect("prune");
+    assert_eq!(store.activity_total(other.id).await.expect("total"), 1);
+}
+
+/// At most `max_subscriptions_per_account` per account; one default per account.
+pub async fn test_subscription_limits_and_default_rules<S: Store>(store: Arc<S>) {
+    let first = setup(&*store).await;
+    assert!(
+        first.default,
+        "an account's first subscription becomes its default"
+    );
+    match store
+        .create_subscription(changes_subscription(first.account))
+        .await
+    {
+        Err(StoreError::Conflict(message)) => assert!(message.contains("allows 1 per account")),
+        other => panic!("expected the limit to refuse, got {other:?}"),
+    }
+    let account = store.get_account(first.account).await.expect("account");
+    let mut application = store
+        .get_application(account.application_id)
+        .await
+        .expect("app");
+    application.max_subscriptions_per_account = 3;
+    store
+        .update_application(&application)
+        .await
+        .expect("update");
+    let second = store
+        .create_subscription(changes_subscription(first.account))
+        .await
+        .expect("second");
+    assert!(!second.default, "a default already exists");
+    let third = store
+        .create_subscription(NewSubscription {
+            default: Some(true),
+            ..changes_subscription(first.account)
+        })
+        .await
+        .expect("third");
+    assert!(third.default);
+    let all = store.list_subscriptions(first.account).await.expect("list");
+    assert_eq!(all.iter().filter(|s| s.default).count(), 1);
+    assert_eq!(all.iter().find(|s| s.default).map(|s| s.id), Some(third.id));
+    assert!(matches!(
+        store
+            .create_subscription(changes_subscription(first.account + 10_000))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// An application with `track_activity` gets a default `changes` subscription for each new
+/// account, created with the account.
+pub async fn test_track_activity_creates_default_subscription<S: Store>(store: Arc<S>) {
+    let mut application = store.create_application("tracking").await.expect("app");
+    application.track_activity = true;
+    store
+        .update_application(&application)
+        .await
+        .expect("update");
+    let account = store
+        .create_account(NewAccount {
+            application_id: application.id,
+            service: "local".into(),
+            admin: false,
+            config: json!({}),
+        })
+        .await
+        .expect("account");
+    let subscriptions = store.list_subscriptions(account.id).await.expect("list");
+    assert_eq!(subscriptions.len(), 1);
+    assert!(subscriptions[0].default && subscriptions[0].active);
+    assert_eq!(
+        subscriptions[0].subscription_type,
+        SubscriptionType::Changes
+    );
+}
+
+/// Deleting a subscription or an account removes its activity and checkpoint.
+pub async fn test_deletes_remove_activity<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    store
+        .commit(batch(&subscription, &["a", "b"], Some("cp")))
+        .await
+        .expect("commit");
+    store
+        .record_last_cursor(subscription.id, "c1")
+        .await
+        .expect("record");
+    let recorded = store.get_subscription(subscription.id).await.expect("get");
+    assert_eq!(recorded.last_cursor.as_deref(), Some("c1"));
+    assert!(recorded.last_cursor_updated_at.is_some());
+    store
+        .delete_subscription(subscription.id)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        store.get_subscription(subscription.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store
+        .read_activity(subscription.id, 0, 10)
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        store.load_checkpoint(subscription.id).await.expect("cp"),
+        None
+    );
+
+    let other = setup(&*store).await;
+    store
+        .commit(batch(&other, &["x"], Some("cp")))
+        .await
+        .expect("commit");
+    store
+        .delete_account(other.account)
+        .await
+        .expect("delete account");
+    assert!(matches!(
+        store.get_account(other.account).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.get_subscription(other.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store
+        .read_activity(other.id, 0, 10)
+        .await
+        .expect("read")
+        .is_empty());
+    assert!(matches!(
+        store.delete_account(other.account).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Cursors signed by the store decode with the same store.
+pub async fn test_cursor_key_is_stable<S: Store>(store: Arc<S>) {
+    let cursor = tidemark_model::Cursor::new(9, 4);
+    let text = cursor.encode(store.cursor_key());
+    assert_eq!(
+        tidemark_model::Cursor::decode(&text, store.cursor_key(), 9),
+        Ok(cursor)
+    );
+}
