@@ -1,0 +1,3 @@
+//! Engine integration tests: the real scheduler and SQLite store, with scripted connectors.
+
+mod scheduling;
