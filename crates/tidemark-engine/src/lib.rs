@@ -21,9 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use tidemark_connectors::{Connector, ConnectorError, PollContext, PollTrigger, WatchGuard};
+use tidemark_connectors::{
+    Checkpoint, Connector, ConnectorError, PollContext, PollOutcome, PollTrigger, WatchGuard,
+};
 use tidemark_model::{SubscriptionId, SubscriptionType};
-use tidemark_store::{CommitBatch, Lease, PollResult, Store, StoreError};
+use tidemark_store::{CommitBatch, EncodedActivity, Lease, PollResult, Store, StoreError};
 use tokio::sync::{broadcast, Notify, Semaphore};
 use tracing::Instrument as _;
 
@@ -87,6 +89,27 @@ pub struct Committed {
 pub type ConnectorSource = Arc<
     dyn Fn(&str, &serde_json::Value) -> Result<Arc<dyn Connector>, ConnectorError> + Send + Sync,
 >;
+
+/// Pages fetched ahead of the commit in progress.
+const PIPELINE_DEPTH: usize = 2;
+
+/// One polled page, its activity encoded and ready to commit.
+struct Page {
+    activities: Vec<EncodedActivity>,
+    checkpoint: Checkpoint,
+    more: bool,
+}
+
+/// A fetched page being encoded, or the poll error that ended fetching.
+type PendingPage = Result<tokio::task::JoinHandle<Result<Page, StoreError>>, ConnectorError>;
+
+fn encode(outcome: PollOutcome) -> Result<Page, StoreError> {
+    Ok(Page {
+        activities: EncodedActivity::encode_all(&outcome.activities)?,
+        checkpoint: outcome.checkpoint,
+        more: outcome.more,
+    })
+}
 
 /// Why a poll ended without success.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +187,7 @@ impl Engine {
         let mut next_retention = tokio::time::Instant::now();
         let mut next_watch_sweep = tokio::time::Instant::now() + Duration::from_secs(30);
         tracing::info!(node = %self.config.node_id, "engine started");
+        self.adopt_push_subscriptions().await;
         loop {
             self.flush_wakes().await;
             self.schedule_due().await;
@@ -192,6 +216,29 @@ impl Engine {
             watches.clear();
         }
         tracing::info!("engine stopped");
+    }
+
+    /// At start-up, polls every subscription whose connector is push-driven right away: its
+    /// upstream may have changed while no watch was running, and the poll starts the watch.
+    async fn adopt_push_subscriptions(&self) {
+        let subscriptions = match self.store.list_active_subscriptions().await {
+            Ok(subscriptions) => subscriptions,
+            Err(error) => {
+                tracing::warn!(%error, "could not list subscriptions at start-up");
+                return;
+            }
+        };
+        for subscription in subscriptions {
+            let Ok(account) = self.store.get_account(subscription.account).await else {
+                continue;
+            };
+            let push = (self.connectors)(&account.service, &account.config)
+                .map(|connector| connector.capabilities().push)
+                .unwrap_or(false);
+            if push {
+                self.request_poll(subscription.id);
+            }
+        }
     }
 
     async fn flush_wakes(&self) {
@@ -346,46 +393,90 @@ impl Engine {
         };
         self.ensure_watch(&*connector, &context);
 
-        let mut lease = lease.clone();
-        let mut checkpoint = self
+        let checkpoint = self
             .store
             .load_checkpoint(lease.subscription_id)
             .await?
-            .map(tidemark_connectors::Checkpoint);
-        let poll_timeout = self.config.lease_ttl / 2;
-        for page in 0..self.config.max_pages_per_lease.max(1) {
-            let outcome =
-                tokio::time::timeout(poll_timeout, connector.poll(&context, checkpoint.as_ref()))
-                    .await
-                    .map_err(|_| {
-                        ConnectorError::Transient(format!(
-                            "poll took longer than {}s",
-                            poll_timeout.as_secs()
-                        ))
-                    })??;
-            let fetched = outcome.activities.len();
-            let more = outcome.more;
+            .map(Checkpoint);
+        let budget = self.config.max_pages_per_lease.max(1);
+
+        // A three-stage pipeline: the connector fetches page N+2 while page N+1 is encoded on
+        // the blocking pool and page N commits. Pages commit strictly in order; when a commit
+        // fails, the pages fetched after it are dropped unseen (their checkpoints were never
+        // stored, so they are fetched again). At most PIPELINE_DEPTH pages wait in between.
+        let (pages_tx, pages_rx) = tokio::sync::mpsc::channel::<PendingPage>(PIPELINE_DEPTH);
+        let fetching = {
+            let engine = Arc::clone(self);
+            let context = context.clone();
+            tokio::spawn(
+                async move {
+                    let mut checkpoint = checkpoint;
+                    for _ in 0..budget {
+                        match engine
+                            .poll_connector(&*connector, &context, checkpoint.as_ref())
+                            .await
+                        {
+                            Err(error) => {
+                                let _ = pages_tx.send(Err(error)).await;
+                                return;
+                            }
+                            Ok(outcome) => {
+                                let more = outcome.more;
+                                checkpoint = Some(outcome.checkpoint.clone());
+                                let encoding = tokio::task::spawn_blocking(move || encode(outcome));
+                                if pages_tx.send(Ok(encoding)).await.is_err() || !more {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                .in_current_span(),
+            )
+        };
+        let result = self
+            .commit_pages(lease.clone(), &context.account.service, pages_rx, interval)
+            .await;
+        // Whatever the fetcher is doing now is past what was committed: stop it before the
+        // lease is released, so no poll of this subscription outlives its lease.
+        fetching.abort();
+        let _ = fetching.await;
+        result
+    }
+
+    /// Commits pages in the order they were fetched, renewing the lease as needed. Returns when
+    /// the connector has no more (the account's poll interval) or the page budget is spent
+    /// (zero: due again at once).
+    async fn commit_pages(
+        &self,
+        mut lease: Lease,
+        service: &str,
+        mut pages: tokio::sync::mpsc::Receiver<PendingPage>,
+        interval: Duration,
+    ) -> Result<Duration, PollError> {
+        let mut page_number = 0usize;
+        while let Some(pending) = pages.recv().await {
+            let page = pending?
+                .await
+                .map_err(|e| StoreError::Backend(format!("encoding task failed: {e}")))??;
+            let fetched = page.activities.len();
             let committed = self
                 .store
                 .commit(CommitBatch {
                     subscription_id: lease.subscription_id,
-                    activities: outcome.activities,
-                    checkpoint: Some(outcome.checkpoint.0.clone()),
+                    activities: page.activities,
+                    checkpoint: Some(page.checkpoint.0),
                     lease: Some(lease.clone()),
                 })
                 .await?;
-            metrics::committed(
-                &context.account.service,
-                committed.appended,
-                committed.duplicates,
-            );
+            metrics::committed(service, committed.appended, committed.duplicates);
             tracing::debug!(
-                page,
+                page = page_number,
                 fetched,
                 appended = committed.appended,
                 duplicates = committed.duplicates,
                 last_sequence = committed.last_sequence,
-                more,
+                more = page.more,
                 "poll committed"
             );
             if committed.appended > 0 {
@@ -395,17 +486,35 @@ impl Engine {
                     appended: committed.appended,
                 });
             }
-            checkpoint = Some(outcome.checkpoint);
-            if !more {
+            if !page.more {
                 return Ok(interval);
             }
-            lease = self
-                .store
-                .renew_lease(&lease, self.config.lease_ttl)
-                .await?;
+            if lease.expires_at - Utc::now() < chrono_duration(self.config.lease_ttl / 2) {
+                lease = self
+                    .store
+                    .renew_lease(&lease, self.config.lease_ttl)
+                    .await?;
+            }
+            page_number += 1;
         }
-        // Page budget spent with more to fetch: come back at once, after others had a turn.
+        // The page budget is spent and the connector has more: due again at once, after
+        // other subscriptions had a turn.
         Ok(Duration::ZERO)
+    }
+
+    /// One connector poll, bounded by half the lease period.
+    async fn poll_connector(
+        &self,
+        connector: &dyn Connector,
+        context: &PollContext,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<PollOutcome, ConnectorError> {
+        let limit = self.config.lease_ttl / 2;
+        tokio::time::timeout(limit, connector.poll(context, checkpoint))
+            .await
+            .map_err(|_| {
+                ConnectorError::Transient(format!("poll took longer than {}s", limit.as_secs()))
+            })?
     }
 
     fn ensure_watch(self: &Arc<Self>, connector: &dyn Connector, context: &PollContext) {

@@ -108,17 +108,71 @@ pub struct Lease {
     pub wake_seen: i64,
 }
 
+/// An activity serialized for storage: its de-duplication key, its time and its JSON.
+///
+/// Encoding is separate from committing so that callers can do this CPU work in parallel with
+/// the previous commit (the engine does), keeping the store's write lock for I/O only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedActivity {
+    /// The connector-provided activity id (unique per subscription).
+    pub id: String,
+    /// The activity timestamp in microseconds since the epoch, if it has one.
+    pub timestamp_micros: Option<i64>,
+    /// The v2 activity object as JSON.
+    pub json: String,
+}
+
+impl EncodedActivity {
+    /// Serializes one activity.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the activity cannot be serialized (it always can today; the
+    /// error keeps a future non-serializable field from panicking).
+    pub fn encode(activity: &Activity) -> StoreResult<Self> {
+        let json = serde_json::to_string(activity)
+            .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?;
+        Ok(EncodedActivity {
+            id: activity.id.clone(),
+            timestamp_micros: activity.timestamp.map(|t| t.timestamp_micros()),
+            json,
+        })
+    }
+
+    /// Serializes a list of activities, keeping their order.
+    ///
+    /// # Errors
+    /// As [`EncodedActivity::encode`].
+    pub fn encode_all(activities: &[Activity]) -> StoreResult<Vec<Self>> {
+        activities.iter().map(Self::encode).collect()
+    }
+}
+
 /// One commit: activity from a poll, and the checkpoint after it.
 #[derive(Debug, Clone)]
 pub struct CommitBatch {
     /// The subscription appended to.
     pub subscription_id: SubscriptionId,
     /// Activity in the order it should enter the stream.
-    pub activities: Vec<Activity>,
+    pub activities: Vec<EncodedActivity>,
     /// The connector's checkpoint after `activities`; `None` leaves the checkpoint unchanged.
     pub checkpoint: Option<String>,
     /// The poller's lease; when given, the commit is refused unless it is still current.
     pub lease: Option<Lease>,
+}
+
+impl CommitBatch {
+    /// A batch appending `activities` with no checkpoint change and no lease.
+    ///
+    /// # Errors
+    /// As [`EncodedActivity::encode`].
+    pub fn new(subscription_id: SubscriptionId, activities: &[Activity]) -> StoreResult<Self> {
+        Ok(CommitBatch {
+            subscription_id,
+            activities: EncodedActivity::encode_all(activities)?,
+            checkpoint: None,
+            lease: None,
+        })
+    }
 }
 
 /// What a commit did.
@@ -201,6 +255,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates an application with default settings.
     async fn create_application(&self, name: &str) -> StoreResult<Application>;
+    /// Every application, by id.
+    async fn list_applications(&self) -> StoreResult<Vec<Application>>;
     /// One application.
     async fn get_application(&self, id: ApplicationId) -> StoreResult<Application>;
     /// Replaces an application's settings (`track_activity`, `retention_days`,
@@ -227,6 +283,8 @@ pub trait Store: Send + Sync + 'static {
         -> StoreResult<Subscription>;
     /// One subscription.
     async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Subscription>;
+    /// Every active subscription of every application, by id.
+    async fn list_active_subscriptions(&self) -> StoreResult<Vec<Subscription>>;
     /// An account's subscriptions, by id.
     async fn list_subscriptions(&self, account_id: AccountId) -> StoreResult<Vec<Subscription>>;
     /// Activates or deactivates a subscription (`disable_reason` is cleared on activation).

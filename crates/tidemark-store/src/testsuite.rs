@@ -20,7 +20,9 @@ use tidemark_model::{
     Activity, EventCategory, EventSubtype, EventType, Subscription, SubscriptionType,
 };
 
-use crate::{CommitBatch, NewAccount, NewSubscription, PollResult, Store, StoreError};
+use crate::{
+    CommitBatch, EncodedActivity, NewAccount, NewSubscription, PollResult, Store, StoreError,
+};
 
 /// Generates the conformance tests for one store backend. `$factory` is an async fn returning
 /// `(store, guard)`.
@@ -119,8 +121,9 @@ fn batch(subscription: &Subscription, ids: &[&str], checkpoint: Option<&str>) ->
         subscription_id: subscription.id,
         activities: ids
             .iter()
-            .map(|id| sample_activity(subscription.account, id))
-            .collect(),
+            .map(|id| EncodedActivity::encode(&sample_activity(subscription.account, id)))
+            .collect::<Result<_, _>>()
+            .expect("encodes"),
         checkpoint: checkpoint.map(str::to_owned),
         lease: None,
     }
@@ -576,6 +579,11 @@ pub async fn test_disabled_subscription_is_not_polled<S: Store>(store: Arc<S>) {
         .await
         .expect("release");
     let disabled = store.get_subscription(subscription.id).await.expect("get");
+    let active = store
+        .list_active_subscriptions()
+        .await
+        .expect("list active");
+    assert!(active.iter().all(|s| s.id != subscription.id));
     assert!(!disabled.active);
     assert_eq!(disabled.disable_reason, "credentials_invalid");
     store.request_poll(subscription.id).await.expect("wake");
@@ -718,6 +726,12 @@ pub async fn test_subscription_limits_and_default_rules<S: Store>(store: Arc<S>)
 /// account, created with the account.
 pub async fn test_track_activity_creates_default_subscription<S: Store>(store: Arc<S>) {
     let mut application = store.create_application("tracking").await.expect("app");
+    assert!(store
+        .list_applications()
+        .await
+        .expect("list")
+        .iter()
+        .any(|a| a.id == application.id));
     application.track_activity = true;
     store
         .update_application(&application)

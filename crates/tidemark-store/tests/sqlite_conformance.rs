@@ -20,13 +20,15 @@ async fn test_reopening_keeps_data_and_cursor_key() {
         let subscription = tidemark_store::testsuite::setup(&store).await;
         store
             .commit(tidemark_store::CommitBatch {
-                subscription_id: subscription.id,
-                activities: vec![tidemark_store::testsuite::sample_activity(
-                    subscription.account,
-                    "a",
-                )],
                 checkpoint: Some("cp".into()),
-                lease: None,
+                ..tidemark_store::CommitBatch::new(
+                    subscription.id,
+                    &[tidemark_store::testsuite::sample_activity(
+                        subscription.account,
+                        "a",
+                    )],
+                )
+                .expect("encodes")
             })
             .await
             .expect("commit");

@@ -356,19 +356,6 @@ fn insert_subscription_tx(
     get_subscription_tx(tx, tx.last_insert_rowid())
 }
 
-/// Serializes a batch outside the writer lock: `(activity id, occurred_at, json)`.
-fn serialize_batch(batch: &CommitBatch) -> StoreResult<Vec<(String, Option<i64>, String)>> {
-    batch
-        .activities
-        .iter()
-        .map(|activity| {
-            let json = serde_json::to_string(activity)
-                .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?;
-            Ok((activity.id.clone(), activity.timestamp.map(micros), json))
-        })
-        .collect()
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn cursor_key(&self) -> &CursorKey {
@@ -383,6 +370,17 @@ impl Store for SqliteStore {
                 params![name, micros(Utc::now())],
             )?;
             get_application_tx(tx, tx.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn list_applications(&self) -> StoreResult<Vec<Application>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {APPLICATION_COLUMNS} FROM applications ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], application_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -491,6 +489,17 @@ impl Store for SqliteStore {
         self.read(move |conn| get_subscription_tx(conn, id)).await
     }
 
+    async fn list_active_subscriptions(&self) -> StoreResult<Vec<Subscription>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE active = 1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], subscription_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn list_subscriptions(&self, account_id: AccountId) -> StoreResult<Vec<Subscription>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
@@ -557,10 +566,13 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome> {
-        let rows = serialize_batch(&batch)?;
         let subscription_id = batch.subscription_id;
         let lease_token = batch.lease.as_ref().map(|lease| lease.token);
-        let checkpoint = batch.checkpoint;
+        let CommitBatch {
+            activities: rows,
+            checkpoint,
+            ..
+        } = batch;
         self.write(move |tx| {
             let (mut last_sequence, last_committed_at, current_token): (i64, i64, i64) = tx
                 .query_row(
@@ -583,14 +595,14 @@ impl Store for SqliteStore {
                      committed_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (subscription_id, activity_id) DO NOTHING",
                 )?;
-                for (activity_id, occurred_at, json) in &rows {
+                for row in &rows {
                     let inserted = insert.execute(params![
                         subscription_id,
                         last_sequence + 1,
-                        activity_id,
-                        occurred_at,
+                        row.id,
+                        row.timestamp_micros,
                         committed_at,
-                        json
+                        row.json
                     ])?;
                     if inserted == 1 {
                         last_sequence += 1;
