@@ -1,0 +1,104 @@
+//! `tidemark bench ...`: the project's benchmarks.
+//!
+//! Every figure is reported next to a baseline measured in the same run on the same disk, as a
+//! ratio, because the machines these run on are shared and noisy.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+mod ingest;
+mod read;
+mod synthetic;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Activities committed per second through the whole engine, over a bare batched SQLite
+    /// insert of the same rows.
+    Ingest(ingest::IngestArgs),
+    /// Following cursors over a whole stream: pages per second and latency per page.
+    Read(read::ReadArgs),
+}
+
+/// Where benchmark databases are written.
+#[derive(Debug, Args, Clone)]
+pub struct BenchDir {
+    /// Directory for the benchmark's database files (a fresh temporary directory inside it is
+    /// used and removed afterwards).
+    #[arg(long, env = "TIDEMARK_BENCH_DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl BenchDir {
+    fn create(&self) -> anyhow::Result<tempfile::TempDir> {
+        let parent = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&parent)?;
+        Ok(tempfile::Builder::new()
+            .prefix("tidemark-bench-")
+            .tempdir_in(parent)?)
+    }
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Read(args) => read::run(args).await,
+    }
+}
+
+fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>14} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// The same table and indexes the SQLite store uses for activity, for baselines.
+const BASELINE_SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    CREATE TABLE activity (
+        subscription_id INTEGER NOT NULL,
+        sequence        INTEGER NOT NULL,
+        activity_id     TEXT NOT NULL,
+        occurred_at     INTEGER,
+        committed_at    INTEGER NOT NULL,
+        body            TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX activity_by_sequence ON activity(subscription_id, sequence);
+    CREATE UNIQUE INDEX activity_by_id ON activity(subscription_id, activity_id);
+";
+
+/// An application, a `service` account and an active `changes` subscription to benchmark with.
+async fn bench_subscription(
+    store: &dyn tidemark_store::Store,
+    service: &str,
+) -> anyhow::Result<tidemark_model::Subscription> {
+    let application = store.create_application("bench").await?;
+    let account = store
+        .create_account(tidemark_store::NewAccount {
+            application_id: application.id,
+            service: service.to_owned(),
+            admin: false,
+            config: serde_json::json!({}),
+        })
+        .await?;
+    Ok(store
+        .create_subscription(tidemark_store::NewSubscription {
+            account_id: account.id,
+            subscription_type: tidemark_model::SubscriptionType::Changes,
+            monitored_resources: Vec::new(),
+            active: true,
+            default: None,
+            monitored_resource_api: None,
+            monitored_resource_object_type: None,
+        })
+        .await?)
+}

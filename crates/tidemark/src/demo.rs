@@ -1,0 +1,222 @@
+//! `tidemark demo`: the quick start. Watches a temporary directory with the `local` connector,
+//! makes a few file changes in it, and prints the activity stream as it is committed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use serde_json::{json, Value};
+use tidemark_engine::{Engine, EngineConfig};
+use tidemark_model::{Activity, SubscriptionType};
+use tidemark_store::{NewAccount, NewSubscription, SqliteStore, Store};
+
+/// Options of `tidemark demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep watching (and printing) after the scripted changes, until Ctrl-C.
+    #[arg(long)]
+    follow: bool,
+    /// Watch this directory instead of a fresh temporary one (no scripted changes are made
+    /// outside a temporary directory unless --script is given).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Make the scripted changes even in a directory given with --dir.
+    #[arg(long)]
+    script: bool,
+}
+
+/// The scripted changes and how many activities each produces.
+async fn make_changes(root: &Path) -> anyhow::Result<usize> {
+    let pause = || tokio::time::sleep(Duration::from_millis(400));
+    let step = |what: &str| println!("  $ {what}");
+    step("mkdir reports && echo ... > reports/q3.txt");
+    std::fs::create_dir(root.join("reports"))?;
+    std::fs::write(root.join("reports/q3.txt"), "Q3 revenue: 1.2M\n")?;
+    pause().await;
+    step("echo ... > notes.md");
+    std::fs::write(root.join("notes.md"), "# Notes\n")?;
+    pause().await;
+    step("echo ... >> notes.md");
+    std::fs::write(root.join("notes.md"), "# Notes\n- ship the demo\n")?;
+    pause().await;
+    step("mv notes.md notes-final.md");
+    std::fs::rename(root.join("notes.md"), root.join("notes-final.md"))?;
+    pause().await;
+    step("mkdir archive && mv reports/q3.txt archive/q3.txt");
+    std::fs::create_dir(root.join("archive"))?;
+    std::fs::rename(root.join("reports/q3.txt"), root.join("archive/q3.txt"))?;
+    pause().await;
+    step("rm notes-final.md");
+    std::fs::remove_file(root.join("notes-final.md"))?;
+    // add reports, add q3, add notes, update notes, rename notes, add archive, move q3, delete
+    Ok(8)
+}
+
+/// One line per activity: sequence, time, type/subtype, object type, path.
+fn describe(sequence: u64, activity: &Activity) -> String {
+    let path = |object: &Option<Value>| -> String {
+        object
+            .as_ref()
+            .and_then(|o| o.get("path"))
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let kind = activity
+        .target
+        .as_ref()
+        .and_then(|t| t.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let what = match &activity.previous_target {
+        Some(previous) if path(&Some(previous.clone())) != path(&activity.target) => {
+            format!(
+                "{} -> {}",
+                path(&activity.previous_target),
+                path(&activity.target)
+            )
+        }
+        _ => path(&activity.target),
+    };
+    let when = activity
+        .timestamp
+        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_else(|| "--:--:--.---".into());
+    format!(
+        "  #{sequence:<4} {when}  {:<8} {:<8} {:<7} {what}",
+        activity.event_type.as_str(),
+        activity.event_subtype.as_str(),
+        kind
+    )
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let workspace = tempfile::tempdir().context("creating a temporary directory")?;
+    let (root, scripted) = match &args.dir {
+        Some(dir) => (
+            dir.canonicalize()
+                .with_context(|| format!("{} is not accessible", dir.display()))?,
+            args.script,
+        ),
+        None => {
+            let root = workspace.path().join("watched");
+            std::fs::create_dir(&root)?;
+            (root, true)
+        }
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(workspace.path().join("tidemark.db"))?);
+    let application = store.create_application("demo").await?;
+    let account = store
+        .create_account(NewAccount {
+            application_id: application.id,
+            service: "local".into(),
+            admin: false,
+            config: json!({ "path": root.to_string_lossy() }),
+        })
+        .await?;
+    let subscription = store
+        .create_subscription(NewSubscription {
+            account_id: account.id,
+            subscription_type: SubscriptionType::Changes,
+            monitored_resources: Vec::new(),
+            active: true,
+            default: None,
+            monitored_resource_api: Some("storage".into()),
+            monitored_resource_object_type: Some("folder".into()),
+        })
+        .await?;
+    println!("tidemark demo: watching {}", root.display());
+    println!(
+        "  account {} (local), subscription {}; activity appears below as it is committed\n",
+        account.id, subscription.id
+    );
+
+    let engine = Engine::new(
+        Arc::clone(&store),
+        EngineConfig {
+            tick: Duration::from_millis(250),
+            ..EngineConfig::default()
+        },
+    );
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let engine_task = tokio::spawn(Arc::clone(&engine).run(async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+    }));
+
+    // The first poll records the baseline; changes after it become activity.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.load_checkpoint(subscription.id).await?.is_none() {
+        if tokio::time::Instant::now() > deadline {
+            let state = store.poll_state(subscription.id).await?;
+            bail!(
+                "the local connector did not start: {}",
+                state.last_error.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let printer = tokio::spawn(print_stream(
+        Arc::clone(&store),
+        Arc::clone(&engine),
+        subscription.id,
+    ));
+    let expected = if scripted {
+        make_changes(&root).await?
+    } else {
+        0
+    };
+    if scripted {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while store.latest_sequence(subscription.id).await? < expected as u64 {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!("not every scripted change arrived in time");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if args.follow || !scripted {
+        println!(
+            "\nwatching {} — change files there; Ctrl-C to stop",
+            root.display()
+        );
+        crate::serve::shutdown_signal().await;
+    }
+    let total = store.latest_sequence(subscription.id).await?;
+    let _ = stop_tx.send(true);
+    engine_task.await?;
+    printer.abort();
+    println!(
+        "\n{total} activities in the stream of subscription {}. Done.",
+        subscription.id
+    );
+    Ok(())
+}
+
+/// Follows the stream by cursor position, woken by the engine's commit announcements.
+async fn print_stream(store: Arc<dyn Store>, engine: Arc<Engine>, subscription_id: i64) {
+    let mut commits = engine.subscribe_commits();
+    let mut position = 0u64;
+    loop {
+        match store.read_activity(subscription_id, position, 1000).await {
+            Ok(rows) => {
+                for row in &rows {
+                    match row.activity() {
+                        Ok(activity) => println!("{}", describe(row.sequence, &activity)),
+                        Err(error) => println!("  #{} <unreadable: {error}>", row.sequence),
+                    }
+                    position = row.sequence;
+                }
+                if !rows.is_empty() {
+                    continue;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reading the stream failed"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), commits.recv()).await;
+    }
+}

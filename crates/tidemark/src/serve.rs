@@ -1,0 +1,130 @@
+//! `tidemark serve` and `tidemark app`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use tidemark_engine::{Engine, EngineConfig};
+
+use crate::db::{self, DbUrl, DEFAULT_DB};
+
+/// Options of `tidemark serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Database URL.
+    #[arg(long, env = "TIDEMARK_DB", default_value = DEFAULT_DB)]
+    db: DbUrl,
+    /// Address the HTTP endpoints listen on.
+    #[arg(long, env = "TIDEMARK_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// This node's name in leases (defaults to host-pid).
+    #[arg(long, env = "TIDEMARK_NODE_ID")]
+    node_id: Option<String>,
+    /// Polls run at once on this node.
+    #[arg(long, env = "TIDEMARK_MAX_CONCURRENT_POLLS", default_value_t = 16)]
+    max_concurrent_polls: usize,
+}
+
+/// `tidemark app ...`
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an application and print it as one JSON line.
+    Create {
+        /// Application name.
+        #[arg(long)]
+        name: String,
+        /// Database URL.
+        #[arg(long, env = "TIDEMARK_DB", default_value = DEFAULT_DB)]
+        db: DbUrl,
+    },
+}
+
+/// Installs the Prometheus recorder behind `/metrics`.
+pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = install_metrics()?;
+    let store = db::open(&args.db)?;
+    let applications = store.list_applications().await?;
+    if applications.is_empty() {
+        let application = store.create_application("default").await?;
+        tracing::info!(
+            application_id = application.id,
+            "created the first application"
+        );
+    }
+    let mut config = EngineConfig {
+        max_concurrent_polls: args.max_concurrent_polls,
+        ..EngineConfig::default()
+    };
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    let engine = Engine::new(Arc::clone(&store), config);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, db = ?args.db, "tidemark serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine_task = tokio::spawn({
+        let mut stop = stop_rx.clone();
+        Arc::clone(&engine).run(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+    });
+    let mut http_stop = stop_rx;
+    let http = axum::serve(listener, crate::http::router(store, metrics)).with_graceful_shutdown(
+        async move {
+            let _ = http_stop.wait_for(|stopped| *stopped).await;
+        },
+    );
+    let http_task = tokio::spawn(async move { http.await });
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    engine_task.await.context("engine task")?;
+    http_task.await.context("http task")??;
+    Ok(())
+}
+
+pub async fn app(command: AppCommand) -> anyhow::Result<()> {
+    match command {
+        AppCommand::Create { name, db } => {
+            let store = db::open(&db)?;
+            let application = store.create_application(&name).await?;
+            println!(
+                "{}",
+                serde_json::json!({ "application_id": application.id })
+            );
+            Ok(())
+        }
+    }
+}
