@@ -100,8 +100,8 @@ struct Page {
     more: bool,
 }
 
-/// A fetched page being encoded, or the poll error that ended fetching.
-type PendingPage = Result<tokio::task::JoinHandle<Result<Page, StoreError>>, ConnectorError>;
+/// A fetched and encoded page, or the error that ended fetching.
+type PendingPage = Result<Page, PollError>;
 
 fn encode(outcome: PollOutcome) -> Result<Page, StoreError> {
     Ok(Page {
@@ -400,8 +400,7 @@ impl Engine {
             .map(Checkpoint);
         let budget = self.config.max_pages_per_lease.max(1);
 
-        // A three-stage pipeline: the connector fetches page N+2 while page N+1 is encoded on
-        // the blocking pool and page N commits. Pages commit strictly in order; when a commit
+        // A pipeline: the connector fetches (and encodes) page N+1 while page N commits. Pages commit strictly in order; when a commit
         // fails, the pages fetched after it are dropped unseen (their checkpoints were never
         // stored, so they are fetched again). At most PIPELINE_DEPTH pages wait in between.
         let (pages_tx, pages_rx) = tokio::sync::mpsc::channel::<PendingPage>(PIPELINE_DEPTH);
@@ -417,14 +416,18 @@ impl Engine {
                             .await
                         {
                             Err(error) => {
-                                let _ = pages_tx.send(Err(error)).await;
+                                let _ = pages_tx.send(Err(error.into())).await;
                                 return;
                             }
                             Ok(outcome) => {
                                 let more = outcome.more;
                                 checkpoint = Some(outcome.checkpoint.clone());
-                                let encoding = tokio::task::spawn_blocking(move || encode(outcome));
-                                if pages_tx.send(Ok(encoding)).await.is_err() || !more {
+                                // Encoding follows fetching on this side of the pipeline, on
+                                // the thread that built the activities (which then frees them
+                                // where they were allocated); the writer keeps the other core.
+                                let page = encode(outcome).map_err(PollError::from);
+                                let failed = page.is_err();
+                                if pages_tx.send(page).await.is_err() || failed || !more {
                                     return;
                                 }
                             }
@@ -456,9 +459,7 @@ impl Engine {
     ) -> Result<Duration, PollError> {
         let mut page_number = 0usize;
         while let Some(pending) = pages.recv().await {
-            let page = pending?
-                .await
-                .map_err(|e| StoreError::Backend(format!("encoding task failed: {e}")))??;
+            let page = pending?;
             let fetched = page.activities.len();
             let committed = self
                 .store

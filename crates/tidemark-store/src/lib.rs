@@ -208,6 +208,15 @@ impl StoredActivity {
     }
 }
 
+/// One page of a subscription's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityPage {
+    /// The activities, in sequence order.
+    pub activities: Vec<StoredActivity>,
+    /// Activities currently retained for the subscription (`total`).
+    pub total: u64,
+}
+
 /// How a poll ended, recorded when its lease is released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollResult {
@@ -307,13 +316,31 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::LeaseLost`] if the batch's lease is stale; [`StoreError::NotFound`] if
     /// the subscription is gone. Either way nothing is written.
     async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome>;
-    /// Up to `limit` activities with sequence numbers above `after`, in order.
+    /// Up to `limit` activities with sequence numbers above `after`, in order, with the
+    /// number retained, both read from one consistent snapshot.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the subscription does not exist.
+    async fn read_page(
+        &self,
+        subscription_id: SubscriptionId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<ActivityPage>;
+    /// Up to `limit` activities with sequence numbers above `after`, in order (empty for a
+    /// subscription that does not exist).
     async fn read_activity(
         &self,
         subscription_id: SubscriptionId,
         after: u64,
         limit: usize,
-    ) -> StoreResult<Vec<StoredActivity>>;
+    ) -> StoreResult<Vec<StoredActivity>> {
+        match self.read_page(subscription_id, after, limit).await {
+            Ok(page) => Ok(page.activities),
+            Err(StoreError::NotFound(_)) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
+    }
     /// Number of activities currently retained for the subscription.
     async fn activity_total(&self, subscription_id: SubscriptionId) -> StoreResult<u64>;
     /// The subscription's highest sequence number (0 if empty).

@@ -22,14 +22,17 @@ use tidemark_model::{
 };
 
 use crate::{
-    CommitBatch, CommitOutcome, Lease, NewAccount, NewSubscription, PollResult, PollState, Store,
-    StoreError, StoreResult, StoredActivity,
+    ActivityPage, CommitBatch, CommitOutcome, Lease, NewAccount, NewSubscription, PollResult,
+    PollState, Store, StoreError, StoreResult, StoredActivity,
 };
 
 mod migrations;
 
 /// Read connections kept open.
 const READ_POOL_SIZE: u32 = 8;
+/// How much of the database file read connections map into memory (SQLite caps it at its
+/// compile-time maximum).
+const READ_MMAP_BYTES: i64 = 1 << 40;
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,9 +97,14 @@ impl SqliteStore {
         let cursor_key = load_or_create_cursor_key(&mut writer)?;
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| configure(c));
+            .with_init(|c| {
+                configure(c)?;
+                // Reads map the file instead of copying every page through read(2).
+                c.pragma_update(None, "mmap_size", READ_MMAP_BYTES)
+            });
         let readers = r2d2::Pool::builder()
             .max_size(READ_POOL_SIZE)
+            .test_on_check_out(false)
             .min_idle(Some(1))
             .build(manager)?;
         tracing::debug!(path = %path.display(), "sqlite store open");
@@ -632,29 +640,45 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn read_activity(
+    async fn read_page(
         &self,
         subscription_id: SubscriptionId,
         after: u64,
         limit: usize,
-    ) -> StoreResult<Vec<StoredActivity>> {
+    ) -> StoreResult<ActivityPage> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT sequence, committed_at, body FROM activity \
-                 WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
-            )?;
-            let mut rows = stmt.query(params![subscription_id, after, limit])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(StoredActivity {
-                    sequence: row.get::<_, i64>(0)?.unsigned_abs(),
-                    committed_at: from_micros(row.get(1)?)?,
-                    json: row.get(2)?,
-                });
+            // One read transaction: the total and the rows come from the same snapshot.
+            let tx = conn.unchecked_transaction()?;
+            let total: i64 = tx
+                .query_row(
+                    "SELECT retained_count FROM subscriptions WHERE id = ?1",
+                    [subscription_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound("subscription"))?;
+            let mut activities = Vec::with_capacity(usize::try_from(limit.min(1000)).unwrap_or(0));
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT sequence, committed_at, body FROM activity \
+                     WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
+                )?;
+                let mut rows = stmt.query(params![subscription_id, after, limit])?;
+                while let Some(row) = rows.next()? {
+                    activities.push(StoredActivity {
+                        sequence: row.get::<_, i64>(0)?.unsigned_abs(),
+                        committed_at: from_micros(row.get(1)?)?,
+                        json: row.get(2)?,
+                    });
+                }
             }
-            Ok(out)
+            tx.finish()?;
+            Ok(ActivityPage {
+                activities,
+                total: total.unsigned_abs(),
+            })
         })
         .await
     }

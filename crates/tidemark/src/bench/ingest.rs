@@ -29,7 +29,7 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 1000)]
     batch: u64,
     /// Alternating baseline/engine rounds the activities are split into.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     rounds: u64,
     /// Skip the baseline (for profiling the engine path alone; no ratio is reported).
     #[arg(long)]
@@ -159,6 +159,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         .unwrap_or(f64::NAN);
     let baseline_rate = args.activities as f64 / baseline_time.as_secs_f64();
     let ratio = engine_rate / baseline_rate;
+    let rounds: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!("  ratio per round         {}", rounds.join(" "));
     round_ratios.sort_by(f64::total_cmp);
     let median = round_ratios[round_ratios.len() / 2];
     println!(

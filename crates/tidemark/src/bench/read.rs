@@ -56,7 +56,7 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
 
-    // Tidemark's read path, as List Activity runs it: decode the cursor, read a page, count the
+    // Tidemark's read path, as List Activity runs it: decode the cursor, read a page and the
     // retained total, assemble the response body around the stored JSON, sign the next cursor.
     let key = store.cursor_key().clone();
     let mut cursor_text = Cursor::new(subscription.id, 0).encode(&key);
@@ -148,6 +148,7 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
         "{}",
         json!({"bench": "read", "activities": args.activities, "page_size": args.page_size, "pages": pages,
                "pages_per_s": pages_per_s.round(), "baseline_pages_per_s": baseline_pages_per_s.round(),
+               "ratio": (pages_per_s / baseline_pages_per_s * 100.0).round() / 100.0,
                "p50_ms": (ms(percentile(0.5)) * 100.0).round() / 100.0, "p99_ms": (ms(percentile(0.99)) * 100.0).round() / 100.0})
     );
     Ok(())
