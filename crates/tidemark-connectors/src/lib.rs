@@ -252,3 +252,58 @@ pub fn poll_interval(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn test_unknown_service_is_a_typed_error() {
+        match build("gopher", &json!({})) {
+            Err(ConnectorError::UnknownService(service)) => assert_eq!(service, "gopher"),
+            other => panic!(
+                "expected UnknownService, got {:?}",
+                other.map(|c| c.service())
+            ),
+        }
+        assert!(services().any(|service| service == "local"));
+    }
+
+    #[test]
+    fn test_account_poll_interval_overrides_the_connector_default() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().to_string_lossy().into_owned();
+        let connector = build("local", &json!({ "path": path })).expect("local builds");
+        let default = poll_interval(&json!({ "path": path }), &*connector).expect("default");
+        assert_eq!(default, connector.default_poll_interval());
+        let overridden = poll_interval(
+            &json!({ "path": path, "poll_interval_seconds": 5 }),
+            &*connector,
+        )
+        .expect("override");
+        assert_eq!(overridden, Duration::from_secs(5));
+        for bad in [json!(0), json!(-1), json!(1.5), json!("60"), json!(86_401)] {
+            let err = poll_interval(&json!({ "poll_interval_seconds": bad }), &*connector)
+                .expect_err("rejected");
+            assert!(err.to_string().contains("poll_interval_seconds"), "{err}");
+            assert_eq!(err.disable_reason(), Some("invalid_config"));
+        }
+    }
+
+    #[test]
+    fn test_errors_say_whether_to_retry() {
+        assert!(ConnectorError::Transient("x".into()).is_retriable());
+        assert!(ConnectorError::RateLimited { retry_after: None }.is_retriable());
+        assert!(!ConnectorError::Unauthorized("x".into()).is_retriable());
+        assert_eq!(
+            ConnectorError::Unauthorized("x".into()).disable_reason(),
+            Some("credentials_invalid")
+        );
+        assert_eq!(
+            ConnectorError::CorruptCheckpoint("x".into()).disable_reason(),
+            Some("corrupt_checkpoint")
+        );
+        assert_eq!(ConnectorError::Transient("x".into()).disable_reason(), None);
+    }
+}

@@ -96,17 +96,19 @@ const PIPELINE_DEPTH: usize = 2;
 /// One polled page, its activity encoded and ready to commit.
 struct Page {
     activities: Vec<EncodedActivity>,
-    checkpoint: Checkpoint,
+    /// The new checkpoint; `None` when it equals the previous one (nothing to write).
+    checkpoint: Option<Checkpoint>,
     more: bool,
 }
 
 /// A fetched and encoded page, or the error that ended fetching.
 type PendingPage = Result<Page, PollError>;
 
-fn encode(outcome: PollOutcome) -> Result<Page, StoreError> {
+fn encode(outcome: PollOutcome, previous: Option<&Checkpoint>) -> Result<Page, StoreError> {
+    let changed = previous != Some(&outcome.checkpoint);
     Ok(Page {
         activities: EncodedActivity::encode_all(&outcome.activities)?,
-        checkpoint: outcome.checkpoint,
+        checkpoint: changed.then_some(outcome.checkpoint),
         more: outcome.more,
     })
 }
@@ -421,11 +423,13 @@ impl Engine {
                             }
                             Ok(outcome) => {
                                 let more = outcome.more;
-                                checkpoint = Some(outcome.checkpoint.clone());
+                                let next_checkpoint = Some(outcome.checkpoint.clone());
                                 // Encoding follows fetching on this side of the pipeline, on
                                 // the thread that built the activities (which then frees them
                                 // where they were allocated); the writer keeps the other core.
-                                let page = encode(outcome).map_err(PollError::from);
+                                let page =
+                                    encode(outcome, checkpoint.as_ref()).map_err(PollError::from);
+                                checkpoint = next_checkpoint;
                                 let failed = page.is_err();
                                 if pages_tx.send(page).await.is_err() || failed || !more {
                                     return;
@@ -461,12 +465,21 @@ impl Engine {
         while let Some(pending) = pages.recv().await {
             let page = pending?;
             let fetched = page.activities.len();
+            if fetched == 0 && page.checkpoint.is_none() {
+                // Nothing happened upstream: no write at all.
+                tracing::debug!(page = page_number, "poll found nothing new");
+                if !page.more {
+                    return Ok(interval);
+                }
+                page_number += 1;
+                continue;
+            }
             let committed = self
                 .store
                 .commit(CommitBatch {
                     subscription_id: lease.subscription_id,
                     activities: page.activities,
-                    checkpoint: Some(page.checkpoint.0),
+                    checkpoint: page.checkpoint.map(|checkpoint| checkpoint.0),
                     lease: Some(lease.clone()),
                 })
                 .await?;

@@ -168,11 +168,36 @@ impl MonitoredResource {
     }
 }
 
+/// Writes the fixed `"type": "subscription", "api": "activity"` pair of every subscription
+/// object; accepts (and ignores) whatever a client echoes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscriptionLiterals;
+
+impl Serialize for SubscriptionLiterals {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("type", "subscription")?;
+        map.serialize_entry("api", "activity")?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SubscriptionLiterals {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(SubscriptionLiterals)
+    }
+}
+
 /// "Watch this account" (seed 003, "Subscriptions").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
     /// Numeric id.
     pub id: SubscriptionId,
+    /// `"type": "subscription", "api": "activity"`.
+    #[serde(flatten)]
+    pub literals: SubscriptionLiterals,
     /// The account watched.
     pub account: AccountId,
     /// Whether activity is monitored.
@@ -211,6 +236,58 @@ pub struct Subscription {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn test_subscription_serializes_every_seed_field() {
+        // The wire keeps microseconds, as the store does.
+        let now = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("in range");
+        let subscription = Subscription {
+            id: 185,
+            literals: SubscriptionLiterals,
+            account: 4,
+            active: true,
+            disable_reason: String::new(),
+            subscription_type: SubscriptionType::Changes,
+            default: false,
+            expiry: None,
+            monitored_resources: vec![MonitoredResource {
+                resource: "root".into(),
+                user: None,
+            }],
+            monitored_resource_api: Some("storage".into()),
+            monitored_resource_object_type: Some("folder".into()),
+            last_cursor: Some("A2B3q74".into()),
+            last_cursor_updated_at: Some(now),
+            created: now,
+            modified: now,
+        };
+        let value = serde_json::to_value(&subscription).expect("serializes");
+        for field in [
+            "id",
+            "account",
+            "type",
+            "api",
+            "active",
+            "disable_reason",
+            "subscription_type",
+            "default",
+            "expiry",
+            "created",
+            "modified",
+            "monitored_resources",
+            "monitored_resource_object_type",
+            "monitored_resource_api",
+            "last_cursor_updated_at",
+            "last_cursor",
+        ] {
+            assert!(value.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(value["type"], "subscription");
+        assert_eq!(value["api"], "activity");
+        assert_eq!(value["monitored_resources"], json!([{"resource": "root"}]));
+        let back: Subscription = serde_json::from_value(value).expect("round trip");
+        assert_eq!(back, subscription);
+    }
 
     #[test]
     fn test_subscription_type_parse() {

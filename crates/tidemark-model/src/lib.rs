@@ -22,7 +22,7 @@ pub mod v1;
 
 pub use account::{
     Account, AccountId, Application, ApplicationId, MonitoredResource, Subscription,
-    SubscriptionId, SubscriptionType, ValidationError,
+    SubscriptionId, SubscriptionLiterals, SubscriptionType, ValidationError,
 };
 pub use activity::{Activity, EventCategory, EventSubtype, EventType};
 pub use cursor::{Cursor, CursorError, CursorKey, CursorRange};

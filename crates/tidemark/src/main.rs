@@ -4,8 +4,9 @@
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc: the engine allocates activity objects on one thread and frees them on another
-/// (after encoding); glibc's allocator spends a third of the ingest path on that.
+/// mimalloc: the engine's hot path allocates many small JSON values per activity and hands
+/// encoded pages between threads; mimalloc handles both better than glibc's allocator
+/// (see BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -37,10 +38,11 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-fn init_tracing() {
+/// Logs to stderr; `TIDEMARK_LOG` (an `EnvFilter` spec) overrides `default`.
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TIDEMARK_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,tidemark=info"));
+    let filter =
+        EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -52,7 +54,11 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo and the benchmarks print their own output; only problems are logged.
+    init_tracing(match cli.command {
+        Command::Serve(_) | Command::App(_) => "info",
+        Command::Demo(_) | Command::Bench(_) => "warn",
+    });
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,

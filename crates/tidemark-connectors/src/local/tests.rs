@@ -33,6 +33,7 @@ fn context_created_at(created: DateTime<Utc>) -> PollContext {
         },
         subscription: Subscription {
             id: 7,
+            literals: tidemark_model::SubscriptionLiterals,
             account: ACCOUNT_ID,
             active: true,
             disable_reason: String::new(),

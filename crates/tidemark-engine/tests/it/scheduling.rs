@@ -367,3 +367,43 @@ async fn test_unknown_service_disables_with_invalid_config() {
     let _ = stop.send(());
     handle.await.expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_corrupt_checkpoint_deactivates_and_keeps_committed_activity() {
+    let h = harness().await;
+    let script = vec![
+        Step::Page(vec!["kept-1", "kept-2"], false),
+        Step::Fail(ConnectorError::CorruptCheckpoint(
+            "unknown version 9".into(),
+        )),
+    ];
+    let (engine, stop, handle) = start(&h, "n1", script, Duration::ZERO, false);
+    let id = h.subscription.id;
+    wait_until("first page", || async {
+        h.store.latest_sequence(id).await.expect("seq") == 2
+    })
+    .await;
+    engine.request_poll(id);
+    wait_until("deactivation", || async {
+        !h.store.get_subscription(id).await.expect("sub").active
+    })
+    .await;
+    let subscription = h.store.get_subscription(id).await.expect("sub");
+    assert_eq!(subscription.disable_reason, "corrupt_checkpoint");
+    let state = h.store.poll_state(id).await.expect("state");
+    assert!(state
+        .last_error
+        .unwrap_or_default()
+        .contains("unknown version 9"));
+    assert_eq!(
+        h.store.latest_sequence(id).await.expect("seq"),
+        2,
+        "committed activity is kept"
+    );
+    assert_eq!(
+        h.store.load_checkpoint(id).await.expect("cp").as_deref(),
+        Some("1")
+    );
+    let _ = stop.send(());
+    handle.await.expect("stops");
+}

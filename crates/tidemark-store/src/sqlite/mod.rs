@@ -263,6 +263,7 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
     let monitored_resources: Vec<MonitoredResource> = column_json(row, 7)?;
     Ok(Subscription {
         id: row.get(0)?,
+        literals: tidemark_model::SubscriptionLiterals,
         account: row.get(1)?,
         subscription_type,
         active: row.get(3)?,
