@@ -92,6 +92,22 @@ pub struct NewSubscription {
     pub monitored_resource_object_type: Option<String>,
 }
 
+impl NewSubscription {
+    /// An active `changes` subscription of the account, with the connector's default
+    /// resources, that becomes the default if the account has none (seed 000's "empty body").
+    pub fn changes(account_id: AccountId) -> Self {
+        NewSubscription {
+            account_id,
+            subscription_type: SubscriptionType::Changes,
+            monitored_resources: Vec::new(),
+            active: true,
+            default: None,
+            monitored_resource_api: None,
+            monitored_resource_object_type: None,
+        }
+    }
+}
+
 /// A grant to poll one subscription until `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {

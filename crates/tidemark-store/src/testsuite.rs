@@ -95,21 +95,9 @@ pub async fn setup<S: Store>(store: &S) -> Subscription {
         .await
         .expect("account");
     store
-        .create_subscription(changes_subscription(account.id))
+        .create_subscription(NewSubscription::changes(account.id))
         .await
         .expect("subscription")
-}
-
-fn changes_subscription(account_id: i64) -> NewSubscription {
-    NewSubscription {
-        account_id,
-        subscription_type: SubscriptionType::Changes,
-        monitored_resources: Vec::new(),
-        active: true,
-        default: None,
-        monitored_resource_api: None,
-        monitored_resource_object_type: None,
-    }
 }
 
 fn refs(ids: &[String]) -> Vec<&str> {
@@ -682,7 +670,7 @@ pub async fn test_subscription_limits_and_default_rules<S: Store>(store: Arc<S>)
         "an account's first subscription becomes its default"
     );
     match store
-        .create_subscription(changes_subscription(first.account))
+        .create_subscription(NewSubscription::changes(first.account))
         .await
     {
         Err(StoreError::Conflict(message)) => assert!(message.contains("allows 1 per account")),
@@ -699,14 +687,14 @@ pub async fn test_subscription_limits_and_default_rules<S: Store>(store: Arc<S>)
         .await
         .expect("update");
     let second = store
-        .create_subscription(changes_subscription(first.account))
+        .create_subscription(NewSubscription::changes(first.account))
         .await
         .expect("second");
     assert!(!second.default, "a default already exists");
     let third = store
         .create_subscription(NewSubscription {
             default: Some(true),
-            ..changes_subscription(first.account)
+            ..NewSubscription::changes(first.account)
         })
         .await
         .expect("third");
@@ -716,7 +704,7 @@ pub async fn test_subscription_limits_and_default_rules<S: Store>(store: Arc<S>)
     assert_eq!(all.iter().find(|s| s.default).map(|s| s.id), Some(third.id));
     assert!(matches!(
         store
-            .create_subscription(changes_subscription(first.account + 10_000))
+            .create_subscription(NewSubscription::changes(first.account + 10_000))
             .await,
         Err(StoreError::NotFound(_))
     ));

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use serde_json::{json, Value};
 use tidemark_engine::{Engine, EngineConfig};
-use tidemark_model::{Activity, SubscriptionType};
+use tidemark_model::Activity;
 use tidemark_store::{NewAccount, NewSubscription, SqliteStore, Store};
 
 /// Options of `tidemark demo`.
@@ -118,13 +118,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?;
     let subscription = store
         .create_subscription(NewSubscription {
-            account_id: account.id,
-            subscription_type: SubscriptionType::Changes,
-            monitored_resources: Vec::new(),
-            active: true,
-            default: None,
             monitored_resource_api: Some("storage".into()),
             monitored_resource_object_type: Some("folder".into()),
+            ..NewSubscription::changes(account.id)
         })
         .await?;
     println!("tidemark demo: watching {}", root.display());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tidemark_engine::{Engine, EngineConfig};
-use tidemark_model::{Activity, EventSubtype, EventType, Subscription, SubscriptionType};
+use tidemark_model::{Activity, EventSubtype, EventType, Subscription};
 use tidemark_store::{NewAccount, NewSubscription, SqliteStore, Store};
 
 struct Running {
@@ -49,15 +49,7 @@ async fn local_subscription(store: &SqliteStore, root: &Path) -> Subscription {
         .await
         .expect("account");
     store
-        .create_subscription(NewSubscription {
-            account_id: account.id,
-            subscription_type: SubscriptionType::Changes,
-            monitored_resources: Vec::new(),
-            active: true,
-            default: None,
-            monitored_resource_api: None,
-            monitored_resource_object_type: None,
-        })
+        .create_subscription(NewSubscription::changes(account.id))
         .await
         .expect("subscription")
 }

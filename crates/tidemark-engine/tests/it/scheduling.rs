@@ -330,15 +330,7 @@ async fn test_unknown_service_disables_with_invalid_config() {
         .await
         .expect("account");
     let subscription = store
-        .create_subscription(tidemark_store::NewSubscription {
-            account_id: account.id,
-            subscription_type: tidemark_model::SubscriptionType::Changes,
-            monitored_resources: Vec::new(),
-            active: true,
-            default: None,
-            monitored_resource_api: None,
-            monitored_resource_object_type: None,
-        })
+        .create_subscription(tidemark_store::NewSubscription::changes(account.id))
         .await
         .expect("subscription");
     let engine = Engine::new(store.clone(), fast_config("n1"));

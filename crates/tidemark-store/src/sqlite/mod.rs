@@ -440,13 +440,8 @@ impl Store for SqliteStore {
             let created = get_account_tx(tx, tx.last_insert_rowid())?;
             if application.track_activity {
                 let default_subscription = NewSubscription {
-                    account_id: created.id,
-                    subscription_type: SubscriptionType::Changes,
-                    monitored_resources: Vec::new(),
-                    active: true,
                     default: Some(true),
-                    monitored_resource_api: None,
-                    monitored_resource_object_type: None,
+                    ..NewSubscription::changes(created.id)
                 };
                 insert_subscription_tx(tx, &default_subscription, now)?;
             }

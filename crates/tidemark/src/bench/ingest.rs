@@ -16,7 +16,7 @@ use tidemark_engine::{Engine, EngineConfig};
 use tidemark_store::{SqliteStore, Store};
 
 use super::synthetic::{self, SyntheticConnector};
-use super::{progress, BenchDir, BASELINE_SCHEMA};
+use super::{progress, BenchDir};
 
 /// Options of `tidemark bench ingest`.
 #[derive(Debug, Args)]
@@ -187,9 +187,12 @@ struct Baseline {
 }
 
 impl Baseline {
+    /// A fresh database with the store's own schema (so the activity table and its indexes
+    /// are exactly the store's), written through a plain connection.
     fn open(path: &std::path::Path, base: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Self> {
+        drop(SqliteStore::open(path)?);
         let conn = rusqlite::Connection::open(path)?;
-        conn.execute_batch(BASELINE_SCHEMA)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(Baseline {
             conn,
             base,

@@ -60,22 +60,6 @@ fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// The same table and indexes the SQLite store uses for activity, for baselines.
-const BASELINE_SCHEMA: &str = "
-    PRAGMA journal_mode = WAL;
-    PRAGMA synchronous = NORMAL;
-    CREATE TABLE activity (
-        subscription_id INTEGER NOT NULL,
-        sequence        INTEGER NOT NULL,
-        activity_id     TEXT NOT NULL,
-        occurred_at     INTEGER,
-        committed_at    INTEGER NOT NULL,
-        body            TEXT NOT NULL
-    );
-    CREATE UNIQUE INDEX activity_by_sequence ON activity(subscription_id, sequence);
-    CREATE UNIQUE INDEX activity_by_id ON activity(subscription_id, activity_id);
-";
-
 /// An application, a `service` account and an active `changes` subscription to benchmark with.
 async fn bench_subscription(
     store: &dyn tidemark_store::Store,
@@ -91,14 +75,6 @@ async fn bench_subscription(
         })
         .await?;
     Ok(store
-        .create_subscription(tidemark_store::NewSubscription {
-            account_id: account.id,
-            subscription_type: tidemark_model::SubscriptionType::Changes,
-            monitored_resources: Vec::new(),
-            active: true,
-            default: None,
-            monitored_resource_api: None,
-            monitored_resource_object_type: None,
-        })
+        .create_subscription(tidemark_store::NewSubscription::changes(account.id))
         .await?)
 }
