@@ -59,6 +59,32 @@ pub enum StoreError {
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The SHA-256 digest of a secret (API key, bearer token). Secrets are high-entropy random
+/// strings, so a fast digest is safe; the secrets themselves are never stored.
+pub type SecretDigest = [u8; 32];
+
+/// An API key of an application (the key itself is shown once, at creation, and not stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Numeric id.
+    pub id: i64,
+    /// The application the key belongs to.
+    pub application_id: ApplicationId,
+    /// The key's last characters, to tell keys apart.
+    pub hint: String,
+    /// When the key was created (the oldest active key signs webhooks).
+    pub created: DateTime<Utc>,
+}
+
+/// Changes to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AccountPatch {
+    /// New `admin` flag.
+    pub admin: Option<bool>,
+    /// New connection config (replaces the old one as a whole).
+    pub config: Option<Value>,
+}
+
 /// A new account, as connected.
 #[derive(Debug, Clone)]
 pub struct NewAccount {
@@ -70,6 +96,8 @@ pub struct NewAccount {
     pub admin: bool,
     /// Connection config (credentials included).
     pub config: Value,
+    /// Digest of the account's bearer token, if one was minted.
+    pub token_digest: Option<SecretDigest>,
 }
 
 /// A new subscription, validated by the caller.
@@ -288,6 +316,26 @@ pub trait Store: Send + Sync + 'static {
     /// `max_subscriptions_per_account`, `name`).
     async fn update_application(&self, application: &Application) -> StoreResult<Application>;
 
+    // ---- API keys ----------------------------------------------------------------------
+
+    /// Stores a new API key's digest for an application.
+    async fn create_api_key(
+        &self,
+        application_id: ApplicationId,
+        digest: SecretDigest,
+        hint: &str,
+    ) -> StoreResult<ApiKey>;
+    /// An application's API keys, oldest first.
+    async fn list_api_keys(&self, application_id: ApplicationId) -> StoreResult<Vec<ApiKey>>;
+    /// Deletes one of an application's keys.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the application has no such key (another application's key
+    /// included); [`StoreError::Conflict`] if it is the application's last key.
+    async fn delete_api_key(&self, application_id: ApplicationId, key_id: i64) -> StoreResult<()>;
+    /// The key with this digest, if any.
+    async fn find_api_key(&self, digest: SecretDigest) -> StoreResult<Option<ApiKey>>;
+
     // ---- accounts ----------------------------------------------------------------------
 
     /// Connects an account. If its application tracks activity, a default `changes`
@@ -295,9 +343,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_account(&self, account: NewAccount) -> StoreResult<Account>;
     /// One account.
     async fn get_account(&self, id: AccountId) -> StoreResult<Account>;
+    /// The account whose bearer token has this digest, if any.
+    async fn find_account_by_token(&self, digest: SecretDigest) -> StoreResult<Option<Account>>;
+    /// Changes an account's `admin` flag or config.
+    async fn update_account(&self, id: AccountId, patch: AccountPatch) -> StoreResult<Account>;
     /// An application's accounts, by id.
     async fn list_accounts(&self, application_id: ApplicationId) -> StoreResult<Vec<Account>>;
-    /// Deletes an account with its subscriptions, activity and checkpoints.
+    /// Deletes an account with its token, subscriptions, activity and checkpoints.
     async fn delete_account(&self, id: AccountId) -> StoreResult<()>;
 
     // ---- subscriptions -----------------------------------------------------------------
@@ -319,10 +371,19 @@ pub trait Store: Send + Sync + 'static {
         active: bool,
         disable_reason: &str,
     ) -> StoreResult<Subscription>;
+    /// Makes a subscription its account's default (and no other).
+    async fn set_default_subscription(&self, id: SubscriptionId) -> StoreResult<Subscription>;
     /// Deletes a subscription and all its activity and checkpoints.
     async fn delete_subscription(&self, id: SubscriptionId) -> StoreResult<()>;
-    /// Records the newest cursor handed out (`last_cursor`, `last_cursor_updated_at`).
-    async fn record_last_cursor(&self, id: SubscriptionId, cursor: &str) -> StoreResult<()>;
+    /// Records a cursor handed out at stream `position` as `last_cursor` (with
+    /// `last_cursor_updated_at`) if it is at least as far as the one recorded: `last_cursor` is
+    /// always the newest cursor handed out, whatever order concurrent readers finish in.
+    async fn record_last_cursor(
+        &self,
+        id: SubscriptionId,
+        cursor: &str,
+        position: u64,
+    ) -> StoreResult<()>;
 
     // ---- the stream --------------------------------------------------------------------
 

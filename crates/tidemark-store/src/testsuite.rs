@@ -43,6 +43,10 @@ macro_rules! store_test_suite {
             test_track_activity_creates_default_subscription,
             test_deletes_remove_activity,
             test_cursor_key_is_stable,
+            test_api_keys_are_found_by_digest_and_scoped_to_their_application,
+            test_account_tokens_resolve_and_die_with_their_account,
+            test_account_updates_and_default_subscription_moves,
+            test_last_cursor_only_moves_forward,
         );
     };
     (@tests $factory:ident; $($name:ident,)*) => {
@@ -91,6 +95,7 @@ pub async fn setup<S: Store>(store: &S) -> Subscription {
             service: "local".into(),
             admin: false,
             config: json!({"path": "/tmp"}),
+            token_digest: None,
         })
         .await
         .expect("account");
@@ -731,6 +736,7 @@ pub async fn test_track_activity_creates_default_subscription<S: Store>(store: A
             service: "local".into(),
             admin: false,
             config: json!({}),
+            token_digest: None,
         })
         .await
         .expect("account");
@@ -751,7 +757,7 @@ pub async fn test_deletes_remove_activity<S: Store>(store: Arc<S>) {
         .await
         .expect("commit");
     store
-        .record_last_cursor(subscription.id, "c1")
+        .record_last_cursor(subscription.id, "c1", 2)
         .await
         .expect("record");
     let recorded = store.get_subscription(subscription.id).await.expect("get");
@@ -811,4 +817,175 @@ pub async fn test_cursor_key_is_stable<S: Store>(store: Arc<S>) {
         tidemark_model::Cursor::decode(&text, store.cursor_key(), 9),
         Ok(cursor)
     );
+}
+
+/// API keys: found by digest, listed oldest first, deletable only by their own application,
+/// and never the last one.
+pub async fn test_api_keys_are_found_by_digest_and_scoped_to_their_application<S: Store>(
+    store: Arc<S>,
+) {
+    let mine = store.create_application("mine").await.expect("app");
+    let theirs = store.create_application("theirs").await.expect("app");
+    let first = store
+        .create_api_key(mine.id, [1; 32], "aaaa")
+        .await
+        .expect("key");
+    let second = store
+        .create_api_key(mine.id, [2; 32], "bbbb")
+        .await
+        .expect("key");
+    let foreign = store
+        .create_api_key(theirs.id, [3; 32], "cccc")
+        .await
+        .expect("key");
+    assert_eq!(
+        store.find_api_key([2; 32]).await.expect("find"),
+        Some(second.clone())
+    );
+    assert_eq!(store.find_api_key([9; 32]).await.expect("find"), None);
+    let listed = store.list_api_keys(mine.id).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|k| k.id).collect::<Vec<_>>(),
+        vec![first.id, second.id]
+    );
+    assert!(matches!(
+        store.delete_api_key(mine.id, foreign.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .delete_api_key(mine.id, first.id)
+        .await
+        .expect("delete");
+    assert_eq!(store.find_api_key([1; 32]).await.expect("find"), None);
+    assert!(matches!(
+        store.delete_api_key(mine.id, second.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .create_api_key(mine.id, [2; 32], "dupe")
+            .await
+            .is_err(),
+        "digests are unique"
+    );
+}
+
+/// A bearer token finds its account; deleting the account revokes it.
+pub async fn test_account_tokens_resolve_and_die_with_their_account<S: Store>(store: Arc<S>) {
+    let application = store.create_application("tokens").await.expect("app");
+    let account = store
+        .create_account(NewAccount {
+            application_id: application.id,
+            service: "local".into(),
+            admin: false,
+            config: json!({}),
+            token_digest: Some([7; 32]),
+        })
+        .await
+        .expect("account");
+    let found = store.find_account_by_token([7; 32]).await.expect("find");
+    assert_eq!(found.map(|a| a.id), Some(account.id));
+    assert_eq!(
+        store.find_account_by_token([8; 32]).await.expect("find"),
+        None
+    );
+    store.delete_account(account.id).await.expect("delete");
+    assert_eq!(
+        store.find_account_by_token([7; 32]).await.expect("find"),
+        None
+    );
+}
+
+/// Account patches change only what they name; a default subscription can be moved.
+pub async fn test_account_updates_and_default_subscription_moves<S: Store>(store: Arc<S>) {
+    let first = setup(&*store).await;
+    let account = store.get_account(first.account).await.expect("account");
+    let updated = store
+        .update_account(
+            account.id,
+            crate::AccountPatch {
+                admin: Some(true),
+                config: None,
+            },
+        )
+        .await
+        .expect("update");
+    assert!(updated.admin);
+    assert_eq!(updated.config, account.config);
+    let updated = store
+        .update_account(
+            account.id,
+            crate::AccountPatch {
+                admin: None,
+                config: Some(json!({"path": "/srv"})),
+            },
+        )
+        .await
+        .expect("update");
+    assert!(updated.admin);
+    assert_eq!(updated.config, json!({"path": "/srv"}));
+    assert!(matches!(
+        store
+            .update_account(account.id + 10_000, crate::AccountPatch::default())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let mut application = store
+        .get_application(account.application_id)
+        .await
+        .expect("app");
+    application.max_subscriptions_per_account = 2;
+    store
+        .update_application(&application)
+        .await
+        .expect("update");
+    let second = store
+        .create_subscription(NewSubscription::changes(account.id))
+        .await
+        .expect("second");
+    assert!(!second.default);
+    let moved = store
+        .set_default_subscription(second.id)
+        .await
+        .expect("move default");
+    assert!(moved.default);
+    assert!(
+        !store
+            .get_subscription(first.id)
+            .await
+            .expect("first")
+            .default
+    );
+    assert!(matches!(
+        store.set_default_subscription(second.id + 10_000).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// `last_cursor` is the newest cursor handed out, whatever order readers finish in.
+pub async fn test_last_cursor_only_moves_forward<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    store
+        .record_last_cursor(subscription.id, "at-5", 5)
+        .await
+        .expect("record");
+    store
+        .record_last_cursor(subscription.id, "at-3", 3)
+        .await
+        .expect("older is ignored");
+    let recorded = store.get_subscription(subscription.id).await.expect("get");
+    assert_eq!(recorded.last_cursor.as_deref(), Some("at-5"));
+    store
+        .record_last_cursor(subscription.id, "at-9", 9)
+        .await
+        .expect("record");
+    let recorded = store.get_subscription(subscription.id).await.expect("get");
+    assert_eq!(recorded.last_cursor.as_deref(), Some("at-9"));
+    assert!(matches!(
+        store
+            .record_last_cursor(subscription.id + 10_000, "x", 1)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
 }

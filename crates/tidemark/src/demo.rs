@@ -114,6 +114,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             service: "local".into(),
             admin: false,
             config: json!({ "path": root.to_string_lossy() }),
+            token_digest: None,
         })
         .await?;
     let subscription = store

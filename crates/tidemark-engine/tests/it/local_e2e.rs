@@ -45,6 +45,7 @@ async fn local_subscription(store: &SqliteStore, root: &Path) -> Subscription {
             service: "local".into(),
             admin: false,
             config: json!({ "path": root.to_string_lossy() }),
+            token_digest: None,
         })
         .await
         .expect("account");

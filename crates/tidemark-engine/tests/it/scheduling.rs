@@ -326,6 +326,7 @@ async fn test_unknown_service_disables_with_invalid_config() {
             service: "no-such-service".into(),
             admin: false,
             config: serde_json::json!({}),
+            token_digest: None,
         })
         .await
         .expect("account");

@@ -5,7 +5,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::{StoreError, StoreResult};
 
 /// Every migration in order; the index + 1 is the schema version it produces.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_credentials.sql"),
+];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

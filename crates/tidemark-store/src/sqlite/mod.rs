@@ -22,8 +22,9 @@ use tidemark_model::{
 };
 
 use crate::{
-    ActivityPage, CommitBatch, CommitOutcome, Lease, NewAccount, NewSubscription, PollResult,
-    PollState, Store, StoreError, StoreResult, StoredActivity,
+    AccountPatch, ActivityPage, ApiKey, CommitBatch, CommitOutcome, Lease, NewAccount,
+    NewSubscription, PollResult, PollState, SecretDigest, Store, StoreError, StoreResult,
+    StoredActivity,
 };
 
 mod migrations;
@@ -237,6 +238,17 @@ fn application_from_row(row: &Row<'_>) -> rusqlite::Result<Application> {
     })
 }
 
+const API_KEY_COLUMNS: &str = "id, application_id, hint, created";
+
+fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: row.get(0)?,
+        application_id: row.get(1)?,
+        hint: row.get(2)?,
+        created: column_time(row, 3)?,
+    })
+}
+
 const ACCOUNT_COLUMNS: &str = "id, application_id, service, admin, config, created, modified";
 
 fn account_from_row(row: &Row<'_>) -> rusqlite::Result<Account> {
@@ -420,6 +432,113 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_api_key(
+        &self,
+        application_id: ApplicationId,
+        digest: SecretDigest,
+        hint: &str,
+    ) -> StoreResult<ApiKey> {
+        let hint = hint.to_owned();
+        self.write(move |tx| {
+            get_application_tx(tx, application_id)?;
+            let created = Utc::now();
+            tx.execute(
+                "INSERT INTO api_keys (application_id, digest, hint, created) VALUES (?1, ?2, ?3, ?4)",
+                params![application_id, &digest[..], hint, micros(created)],
+            )?;
+            Ok(ApiKey { id: tx.last_insert_rowid(), application_id, hint, created: from_micros(micros(created))? })
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, application_id: ApplicationId) -> StoreResult<Vec<ApiKey>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE application_id = ?1 ORDER BY created, id"
+            ))?;
+            let rows = stmt.query_map([application_id], api_key_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn delete_api_key(&self, application_id: ApplicationId, key_id: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            let keys: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM api_keys WHERE application_id = ?1",
+                [application_id],
+                |r| r.get(0),
+            )?;
+            let owned: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM api_keys WHERE id = ?1 AND application_id = ?2)",
+                params![key_id, application_id],
+                |r| r.get(0),
+            )?;
+            if !owned {
+                return Err(StoreError::NotFound("API key"));
+            }
+            if keys <= 1 {
+                return Err(StoreError::Conflict(
+                    "this is the application's last API key; create another one before deleting it"
+                        .into(),
+                ));
+            }
+            tx.execute("DELETE FROM api_keys WHERE id = ?1", [key_id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_api_key(&self, digest: SecretDigest) -> StoreResult<Option<ApiKey>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE digest = ?1"),
+                    [&digest[..]],
+                    api_key_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn find_account_by_token(&self, digest: SecretDigest) -> StoreResult<Option<Account>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = \
+                         (SELECT account_id FROM account_tokens WHERE digest = ?1)"
+                    ),
+                    [&digest[..]],
+                    account_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn update_account(&self, id: AccountId, patch: AccountPatch) -> StoreResult<Account> {
+        let config = patch
+            .config
+            .map(|config| {
+                serde_json::to_string(&config).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .transpose()?;
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE accounts SET admin = COALESCE(?2, admin), config = COALESCE(?3, config), \
+                 modified = ?4 WHERE id = ?1",
+                params![id, patch.admin, config, micros(Utc::now())],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            get_account_tx(tx, id)
+        })
+        .await
+    }
+
     async fn create_account(&self, account: NewAccount) -> StoreResult<Account> {
         self.write(move |tx| {
             let application = get_application_tx(tx, account.application_id)?;
@@ -438,6 +557,12 @@ impl Store for SqliteStore {
                 ],
             )?;
             let created = get_account_tx(tx, tx.last_insert_rowid())?;
+            if let Some(digest) = account.token_digest {
+                tx.execute(
+                    "INSERT INTO account_tokens (digest, account_id, created) VALUES (?1, ?2, ?3)",
+                    params![&digest[..], created.id, micros(now)],
+                )?;
+            }
             if application.track_activity {
                 let default_subscription = NewSubscription {
                     default: Some(true),
@@ -554,17 +679,44 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_last_cursor(&self, id: SubscriptionId, cursor: &str) -> StoreResult<()> {
+    async fn record_last_cursor(
+        &self,
+        id: SubscriptionId,
+        cursor: &str,
+        position: u64,
+    ) -> StoreResult<()> {
         let cursor = cursor.to_owned();
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
         self.write(move |tx| {
-            let changed = tx.execute(
-                "UPDATE subscriptions SET last_cursor = ?2, last_cursor_updated_at = ?3 WHERE id = ?1",
-                params![id, cursor, micros(Utc::now())],
+            let exists = tx.execute(
+                "UPDATE subscriptions SET last_cursor = ?2, last_cursor_updated_at = ?3, \
+                 last_cursor_position = ?4 WHERE id = ?1 AND (last_cursor IS NULL \
+                 OR last_cursor_position < ?4 OR (last_cursor_position = ?4 AND last_cursor != ?2))",
+                params![id, cursor, micros(Utc::now()), position],
             )?;
-            if changed == 0 {
-                return Err(StoreError::NotFound("subscription"));
+            if exists == 0 {
+                // Either unchanged (fine) or missing (an error).
+                get_subscription_tx(tx, id)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn set_default_subscription(&self, id: SubscriptionId) -> StoreResult<Subscription> {
+        self.write(move |tx| {
+            let subscription = get_subscription_tx(tx, id)?;
+            let now = micros(Utc::now());
+            tx.execute(
+                "UPDATE subscriptions SET is_default = 0, modified = ?3 \
+                 WHERE account_id = ?1 AND is_default = 1 AND id != ?2",
+                params![subscription.account, id, now],
+            )?;
+            tx.execute(
+                "UPDATE subscriptions SET is_default = 1, modified = ?2 WHERE id = ?1 AND is_default = 0",
+                params![id, now],
+            )?;
+            get_subscription_tx(tx, id)
         })
         .await
     }

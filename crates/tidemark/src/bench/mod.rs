@@ -72,6 +72,7 @@ async fn bench_subscription(
             service: service.to_owned(),
             admin: false,
             config: serde_json::json!({}),
+            token_digest: None,
         })
         .await?;
     Ok(store
