@@ -184,6 +184,33 @@ pub trait Connector: Send + Sync {
     /// `poll_interval_seconds` overrides it; see [`poll_interval`]).
     fn default_poll_interval(&self) -> Duration;
 
+    /// The API category and object type of the resources a subscription monitors
+    /// (`monitored_resource_api`, `monitored_resource_object_type`), e.g.
+    /// `(Some("storage"), Some("folder"))`.
+    fn monitored_resource_kind(&self) -> (Option<&'static str>, Option<&'static str>) {
+        (None, None)
+    }
+
+    /// Checks a subscription's `monitored_resources` (seed 003 lists, per service, what may be
+    /// monitored and how many). By default a connector monitors the whole account and accepts
+    /// none.
+    ///
+    /// # Errors
+    /// [`ConnectorError::BadConfig`] saying what is not supported.
+    fn check_monitored_resources(
+        &self,
+        resources: &[tidemark_model::MonitoredResource],
+    ) -> Result<(), ConnectorError> {
+        if resources.is_empty() {
+            Ok(())
+        } else {
+            Err(ConnectorError::BadConfig(format!(
+                "`{}` does not support monitored_resources; it monitors the whole account",
+                self.service()
+            )))
+        }
+    }
+
     /// Checks that the account can be reached with its config (called when it is connected).
     async fn validate(&self) -> Result<(), ConnectorError>;
 

@@ -13,7 +13,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod db;
 mod demo;
-mod http;
 mod serve;
 
 /// Tidemark: self-hosted activity monitoring, wire-compatible with the Kloudless Activity API.

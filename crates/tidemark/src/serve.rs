@@ -24,12 +24,17 @@ pub struct ServeArgs {
     /// Polls run at once on this node.
     #[arg(long, env = "TIDEMARK_MAX_CONCURRENT_POLLS", default_value_t = 16)]
     max_concurrent_polls: usize,
+    /// On an empty database, use this as the first application's API key instead of minting
+    /// one (for scripted set-ups).
+    #[arg(long, env = "TIDEMARK_BOOTSTRAP_API_KEY", hide_env_values = true)]
+    bootstrap_api_key: Option<String>,
 }
 
 /// `tidemark app ...`
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
-    /// Create an application and print it as one JSON line.
+    /// Create an application with an API key and print both as one JSON line (the key is
+    /// shown only here).
     Create {
         /// Application name.
         #[arg(long)]
@@ -72,13 +77,27 @@ pub async fn shutdown_signal() {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let store = db::open(&args.db)?;
-    let applications = store.list_applications().await?;
-    if applications.is_empty() {
-        let application = store.create_application("default").await?;
-        tracing::info!(
-            application_id = application.id,
-            "created the first application"
-        );
+    if store.list_applications().await?.is_empty() {
+        if let Some(key) = &args.bootstrap_api_key {
+            anyhow::ensure!(
+                (16..=256).contains(&key.len()) && key.chars().all(|c| c.is_ascii_graphic()),
+                "--bootstrap-api-key must be 16 to 256 printable ASCII characters"
+            );
+        }
+        let (application_id, api_key) = tidemark_server::bootstrap_application(
+            &*store,
+            "default",
+            args.bootstrap_api_key.clone(),
+        )
+        .await?;
+        tracing::info!(application_id, "created the first application");
+        if args.bootstrap_api_key.is_none() {
+            // Shown once: only its digest is stored.
+            println!(
+                "{}",
+                serde_json::json!({ "application_id": application_id, "api_key": api_key })
+            );
+        }
     }
     let mut config = EngineConfig {
         max_concurrent_polls: args.max_concurrent_polls,
@@ -101,12 +120,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     });
     let mut http_stop = stop_rx;
-    let http = axum::serve(listener, crate::http::router(store, metrics)).with_graceful_shutdown(
-        async move {
-            let _ = http_stop.wait_for(|stopped| *stopped).await;
-        },
-    );
-    let http_task = tokio::spawn(async move { http.await });
+    let state = tidemark_server::AppState {
+        store,
+        metrics: Some(metrics),
+    };
+    let http_task = tokio::spawn(tidemark_server::serve(listener, state, async move {
+        let _ = http_stop.wait_for(|stopped| *stopped).await;
+    }));
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

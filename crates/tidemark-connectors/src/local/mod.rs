@@ -274,6 +274,11 @@ impl Connector for LocalConnector {
         }
     }
 
+    /// A `local` subscription watches the configured directory, a folder.
+    fn monitored_resource_kind(&self) -> (Option<&'static str>, Option<&'static str>) {
+        (Some("storage"), Some("folder"))
+    }
+
     fn default_poll_interval(&self) -> Duration {
         self.config
             .rescan_interval_seconds

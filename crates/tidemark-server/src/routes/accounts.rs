@@ -1,0 +1,200 @@
+//! `/accounts`: connect, list, read, change and disconnect upstream accounts.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::Value;
+use tidemark_connectors::ConnectorError;
+use tidemark_store::{AccountPatch, NewAccount};
+
+use super::{resolve_account, PathParams};
+use crate::credentials;
+use crate::error::ApiError;
+use crate::extract::{Caller, JsonBody, Params};
+use crate::views::{AccountView, ListView};
+use crate::AppState;
+
+/// Longest string accepted anywhere in an account config.
+const MAX_CONFIG_STRING: usize = 4096;
+/// How long connecting may take to check the account with its upstream.
+const VALIDATE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `POST /accounts` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    service: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+/// `PATCH /accounts/{account}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    #[serde(default)]
+    admin: Option<bool>,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+/// Checks a config's shape, then builds and validates the connector with it.
+async fn check_config(service: &str, config: &Value) -> Result<(), ApiError> {
+    if !config.is_object() {
+        return Err(ApiError::invalid("`config` must be a JSON object"));
+    }
+    check_string_lengths(config, "config")?;
+    let connector = tidemark_connectors::build(service, config).map_err(connector_error)?;
+    tidemark_connectors::poll_interval(config, &*connector).map_err(connector_error)?;
+    match tokio::time::timeout(VALIDATE_TIMEOUT, connector.validate()).await {
+        Ok(result) => result.map_err(connector_error),
+        Err(_) => Err(ApiError::invalid(format!(
+            "could not reach the upstream within {}s to check the account",
+            VALIDATE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn connector_error(error: ConnectorError) -> ApiError {
+    match error {
+        ConnectorError::UnknownService(service) => ApiError::invalid(format!(
+            "unknown service `{}`; supported: {}",
+            crate::extract::truncate(&service, 64),
+            tidemark_connectors::services()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        ConnectorError::Unauthorized(message) => ApiError::invalid(format!(
+            "the upstream rejected the account's credentials: {message}"
+        )),
+        other => ApiError::invalid(other.to_string()),
+    }
+}
+
+fn check_string_lengths(value: &Value, path: &str) -> Result<(), ApiError> {
+    match value {
+        Value::String(text) if text.len() > MAX_CONFIG_STRING => Err(ApiError::invalid(format!(
+            "`{path}` is longer than {MAX_CONFIG_STRING} bytes"
+        ))),
+        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+            if key.len() > 256 {
+                return Err(ApiError::invalid(format!(
+                    "a key in `{path}` is longer than 256 bytes"
+                )));
+            }
+            check_string_lengths(item, &format!("{path}.{key}"))
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(index, item)| check_string_lengths(item, &format!("{path}[{index}]"))),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /accounts`: the application's accounts (with a bearer token: that account).
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = params.integer("page", 1..=u64::from(u32::MAX), 1)?;
+    let page_size = params.integer("page_size", 1..=1000, 100)?;
+    let accounts = match &caller {
+        Caller::Application { application_id } => {
+            state.store.list_accounts(*application_id).await?
+        }
+        Caller::Account(account) => vec![(**account).clone()],
+    };
+    let views = accounts
+        .iter()
+        .map(|account| AccountView::new(account, None))
+        .collect();
+    Ok(Json(ListView::paginate(views, page, page_size, "meta")))
+}
+
+/// `POST /accounts`: connects an account and mints its bearer token (shown once).
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateAccount>,
+) -> Result<impl IntoResponse, ApiError> {
+    let application_id = caller.require_api_key()?;
+    if body.service.is_empty() || body.service.len() > 64 {
+        return Err(ApiError::invalid(
+            "`service` must be a service name of 1 to 64 characters",
+        ));
+    }
+    let config = body
+        .config
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    check_config(&body.service, &config).await?;
+    let token = credentials::mint("tmb_");
+    let account = state
+        .store
+        .create_account(NewAccount {
+            application_id,
+            service: body.service,
+            admin: body.admin,
+            config,
+            token_digest: Some(credentials::digest(&token)),
+        })
+        .await?;
+    tracing::info!(account_id = account.id, service = %account.service, "account connected");
+    Ok((
+        StatusCode::CREATED,
+        Json(AccountView::new(&account, Some(token))),
+    ))
+}
+
+/// `GET /accounts/{account}`.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(reference): PathParams<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = resolve_account(&state, &caller, &reference).await?;
+    Ok(Json(AccountView::new(&account, None)))
+}
+
+/// `PATCH /accounts/{account}`: changes `admin` or replaces `config` (checked like a new one).
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(reference): PathParams<String>,
+    JsonBody(body): JsonBody<UpdateAccount>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = resolve_account(&state, &caller, &reference).await?;
+    if let Some(config) = &body.config {
+        check_config(&account.service, config).await?;
+    }
+    let updated = state
+        .store
+        .update_account(
+            account.id,
+            AccountPatch {
+                admin: body.admin,
+                config: body.config,
+            },
+        )
+        .await?;
+    Ok(Json(AccountView::new(&updated, None)))
+}
+
+/// `DELETE /accounts/{account}`: disconnects it; its token, subscriptions and activity go too.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(reference): PathParams<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = resolve_account(&state, &caller, &reference).await?;
+    state.store.delete_account(account.id).await?;
+    tracing::info!(account_id = account.id, "account deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
