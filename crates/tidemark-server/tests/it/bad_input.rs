@@ -1,0 +1,414 @@
+//! Bad input gets a precise 4xx in the one error shape, never a 500 or a panic (DESIGN 2.7).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{read, Auth, TestServer};
+
+enum Body {
+    None,
+    Json(Value),
+    Raw(&'static str, Vec<u8>),
+}
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: String,
+    auth: Auth,
+    body: Body,
+    status: StatusCode,
+    message: &'static str,
+}
+
+#[tokio::test]
+async fn test_bad_input_table() {
+    let server = TestServer::start().await;
+    let (account, subscription) = server.account_with_subscription(&server.key()).await;
+    let (other, other_subscription) = server.account_with_subscription(&server.key()).await;
+    let (_, other_page) = server
+        .get(
+            &format!(
+                "/v2/accounts/{}/subscriptions/{other_subscription}/activity",
+                other.id
+            ),
+            &server.key(),
+        )
+        .await;
+    let foreign_cursor = other_page["cursor"].as_str().expect("cursor").to_owned();
+    let key = server.key();
+    let activity = format!(
+        "/v2/accounts/{}/subscriptions/{subscription}/activity",
+        account.id
+    );
+    let subscriptions = format!("/v2/accounts/{}/subscriptions", account.id);
+    let case = |name, method, path: &str, body, status, message| Case {
+        name,
+        method,
+        path: path.to_owned(),
+        auth: key.clone(),
+        body,
+        status,
+        message,
+    };
+    let get = |name, path: &str, status, message| {
+        case(name, Method::GET, path, Body::None, status, message)
+    };
+    let post_account = |name, body: Value, message| {
+        case(
+            name,
+            Method::POST,
+            "/v1/accounts",
+            Body::Json(body),
+            StatusCode::BAD_REQUEST,
+            message,
+        )
+    };
+    let bad = StatusCode::BAD_REQUEST;
+    let cases = vec![
+        // Bodies.
+        case(
+            "malformed JSON",
+            Method::POST,
+            "/v1/accounts",
+            Body::Raw("application/json", b"{\"service\": ".to_vec()),
+            bad,
+            "malformed JSON",
+        ),
+        case(
+            "not JSON at all",
+            Method::POST,
+            "/v1/accounts",
+            Body::Raw("application/json", b"service=local".to_vec()),
+            bad,
+            "malformed JSON",
+        ),
+        case(
+            "form body",
+            Method::POST,
+            "/v1/accounts",
+            Body::Raw(
+                "application/x-www-form-urlencoded",
+                b"service=local".to_vec(),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "must be JSON",
+        ),
+        post_account("wrong type", json!({"service": 5}), "invalid type"),
+        post_account(
+            "unknown field",
+            json!({"service": "local", "colour": "blue"}),
+            "unknown field `colour`",
+        ),
+        post_account(
+            "missing field",
+            json!({"config": {}}),
+            "missing field `service`",
+        ),
+        post_account(
+            "unknown service",
+            json!({"service": "gopher"}),
+            "unknown service `gopher`",
+        ),
+        post_account(
+            "over-long service",
+            json!({"service": "x".repeat(100)}),
+            "1 to 64 characters",
+        ),
+        post_account(
+            "config not an object",
+            json!({"service": "local", "config": [1]}),
+            "must be a JSON object",
+        ),
+        post_account(
+            "over-long config string",
+            json!({"service": "local", "config": {"path": "/".repeat(5000)}}),
+            "longer than 4096 bytes",
+        ),
+        post_account(
+            "missing local path",
+            json!({"service": "local", "config": {}}),
+            "path",
+        ),
+        post_account(
+            "relative local path",
+            json!({"service": "local", "config": {"path": "relative/dir"}}),
+            "absolute",
+        ),
+        post_account(
+            "nonexistent local path",
+            json!({"service": "local", "config": {"path": "/no/such/dir"}}),
+            "/no/such/dir",
+        ),
+        post_account(
+            "bad poll interval",
+            json!({"service": "local", "config": {"path": "/tmp", "poll_interval_seconds": 0}}),
+            "poll_interval_seconds",
+        ),
+        case(
+            "body over the size limit",
+            Method::POST,
+            "/v1/accounts",
+            Body::Raw("application/json", vec![b' '; 300 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than",
+        ),
+        case(
+            "unknown subscription type",
+            Method::POST,
+            &subscriptions,
+            Body::Json(json!({"subscription_type": "sync"})),
+            bad,
+            "unknown subscription_type `sync`",
+        ),
+        case(
+            "monitored_resources not a list",
+            Method::POST,
+            &subscriptions,
+            Body::Json(json!({"monitored_resources": "root"})),
+            bad,
+            "malformed monitored_resources",
+        ),
+        case(
+            "subscription wrong type",
+            Method::POST,
+            &subscriptions,
+            Body::Json(json!({"active": "yes"})),
+            bad,
+            "invalid type",
+        ),
+        case(
+            "internal_state import",
+            Method::POST,
+            &subscriptions,
+            Body::Json(json!({"internal_state": {"x": 1}})),
+            StatusCode::NOT_IMPLEMENTED,
+            "internal_state",
+        ),
+        case(
+            "retention out of range",
+            Method::PATCH,
+            "/v1/application",
+            Body::Json(json!({"retention_days": 0})),
+            bad,
+            "retention_days",
+        ),
+        case(
+            "subscription limit out of range",
+            Method::PATCH,
+            "/v1/application",
+            Body::Json(json!({"max_subscriptions_per_account": 0})),
+            bad,
+            "max_subscriptions_per_account",
+        ),
+        case(
+            "over-long application name",
+            Method::PATCH,
+            "/v1/application",
+            Body::Json(json!({"name": "n".repeat(300)})),
+            bad,
+            "1 to 200 characters",
+        ),
+        // Query parameters.
+        get(
+            "page_size zero",
+            &format!("{activity}?page_size=0"),
+            bad,
+            "`page_size` must be a whole number from 1 to 1000",
+        ),
+        get(
+            "page_size too large",
+            &format!("{activity}?page_size=1001"),
+            bad,
+            "from 1 to 1000",
+        ),
+        get(
+            "page_size not a number",
+            &format!("{activity}?page_size=ten"),
+            bad,
+            "got `ten`",
+        ),
+        get(
+            "page_size negative",
+            &format!("{activity}?page_size=-1"),
+            bad,
+            "from 1 to 1000",
+        ),
+        get(
+            "page_size fractional",
+            &format!("{activity}?page_size=1.5"),
+            bad,
+            "from 1 to 1000",
+        ),
+        get(
+            "garbage cursor",
+            &format!("{activity}?cursor=garbage"),
+            bad,
+            "malformed cursor",
+        ),
+        get(
+            "cursor of another subscription",
+            &format!("{activity}?cursor={foreign_cursor}"),
+            bad,
+            "another subscription",
+        ),
+        get(
+            "from after until",
+            &format!("{activity}?from=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z"),
+            bad,
+            "`from` must not be after `until`",
+        ),
+        get(
+            "until without from",
+            &format!("{activity}?until=2026-01-01T00:00:00Z"),
+            bad,
+            "`until` must be used together with `from`",
+        ),
+        get(
+            "cursor with from",
+            &format!("{activity}?from=2026-01-01T00:00:00Z&cursor=after-auth"),
+            bad,
+            "cannot be combined",
+        ),
+        get(
+            "non-ISO from",
+            &format!("{activity}?from=yesterday"),
+            bad,
+            "ISO 8601",
+        ),
+        get(
+            "date without time",
+            &format!("{activity}?from=2026-01-01"),
+            bad,
+            "ISO 8601",
+        ),
+        get("accounts page zero", "/v1/accounts?page=0", bad, "`page`"),
+        get(
+            "events page_size",
+            "/v1/accounts/me/events?page_size=5000",
+            bad,
+            "from 1 to 1000",
+        ),
+        // Paths, routes and methods.
+        get(
+            "`me` with an API key",
+            "/v1/accounts/me",
+            bad,
+            "bearer token",
+        ),
+        get(
+            "non-numeric account",
+            "/v1/accounts/abc",
+            StatusCode::NOT_FOUND,
+            "account not found",
+        ),
+        get(
+            "huge account id",
+            "/v1/accounts/99999999999999999999999",
+            StatusCode::NOT_FOUND,
+            "account not found",
+        ),
+        get(
+            "unknown subscription alias",
+            &format!("{subscriptions}/latest"),
+            StatusCode::NOT_FOUND,
+            "subscription not found",
+        ),
+        get(
+            "unknown route",
+            "/v1/nothing-here",
+            StatusCode::NOT_FOUND,
+            "no such route",
+        ),
+        case(
+            "wrong method",
+            Method::PUT,
+            "/v1/application",
+            Body::None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+    ];
+    let mut auth_cases = vec![
+        Case {
+            name: "no credentials",
+            method: Method::GET,
+            path: "/v1/accounts".into(),
+            auth: Auth::None,
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing Authorization header",
+        },
+        Case {
+            name: "unknown scheme",
+            method: Method::GET,
+            path: "/v1/accounts".into(),
+            auth: Auth::Raw("Basic dXNlcjpwYXNz".into()),
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            message: "unsupported Authorization scheme",
+        },
+        Case {
+            name: "unknown key",
+            method: Method::GET,
+            path: "/v1/accounts".into(),
+            auth: Auth::ApiKey("tmk_nope".into()),
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            message: "invalid API key",
+        },
+        Case {
+            name: "unknown token",
+            method: Method::GET,
+            path: "/v1/accounts/me".into(),
+            auth: Auth::Bearer("tmb_nope".into()),
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            message: "invalid bearer token",
+        },
+        Case {
+            name: "empty key",
+            method: Method::GET,
+            path: "/v1/accounts".into(),
+            auth: Auth::Raw("APIKey ".into()),
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            message: "invalid credentials",
+        },
+        Case {
+            name: "over-long key",
+            method: Method::GET,
+            path: "/v1/accounts".into(),
+            auth: Auth::ApiKey("k".repeat(5000)),
+            body: Body::None,
+            status: StatusCode::UNAUTHORIZED,
+            message: "invalid credentials",
+        },
+    ];
+    let mut all = cases;
+    all.append(&mut auth_cases);
+    let mut failures = Vec::new();
+    for case in all {
+        let mut request = server.request(case.method.clone(), &case.path, &case.auth);
+        request = match case.body {
+            Body::None => request,
+            Body::Json(value) => request.json(&value),
+            Body::Raw(content_type, bytes) => {
+                request.header("Content-Type", content_type).body(bytes)
+            }
+        };
+        let (status, body) = read(request.send().await.expect("sent")).await;
+        let message = body["message"].as_str().unwrap_or_default();
+        if status != case.status || !message.contains(case.message) {
+            failures.push(format!(
+                "{}: {} {} -> {status} {message:?} (expected {} containing {:?})",
+                case.name, case.method, case.path, case.status, case.message
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "bad input handled wrongly:\n{}",
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,11 @@
+//! The HTTP API tested through real HTTP: the server runs in-process on a loopback port with a
+//! temporary SQLite store, and tests talk to it with an ordinary HTTP client.
+
+mod harness;
+
+mod accounts;
+mod activity;
+mod application;
+mod bad_input;
+mod subscriptions;
+mod tenancy;
