@@ -74,6 +74,7 @@ pub struct Account {
 
 /// `subscription_type` (seed 003).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionType {
     /// Monitor new activity (the default).
@@ -111,6 +112,7 @@ impl SubscriptionType {
 
 /// A resource a subscription watches (seed 003, "Monitored Resource").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MonitoredResource {
     /// The resource's id, a reserved identifier (`root`, `primary`) or an object name.
     pub resource: String,
@@ -183,6 +185,28 @@ impl Serialize for SubscriptionLiterals {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for SubscriptionLiterals {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::Type;
+        use utoipa::openapi::ObjectBuilder;
+        let literal = |value: &'static str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([value]))
+        };
+        ObjectBuilder::new()
+            .property("type", literal("subscription"))
+            .property("api", literal("activity"))
+            .required("type")
+            .required("api")
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for SubscriptionLiterals {}
+
 impl<'de> Deserialize<'de> for SubscriptionLiterals {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         serde::de::IgnoredAny::deserialize(deserializer)?;
@@ -192,6 +216,7 @@ impl<'de> Deserialize<'de> for SubscriptionLiterals {
 
 /// "Watch this account" (seed 003, "Subscriptions").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Subscription {
     /// Numeric id.
     pub id: SubscriptionId,
@@ -212,6 +237,7 @@ pub struct Subscription {
     /// When the subscription expires (Tidemark renews upstream watches itself; `null` when
     /// nothing expires).
     #[serde(with = "crate::time::iso_opt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expiry: Option<DateTime<Utc>>,
     /// The resources watched. Immutable after creation.
     pub monitored_resources: Vec<MonitoredResource>,
@@ -223,12 +249,15 @@ pub struct Subscription {
     pub last_cursor: Option<String>,
     /// When `last_cursor` last changed.
     #[serde(with = "crate::time::iso_opt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_cursor_updated_at: Option<DateTime<Utc>>,
     /// When the subscription was created; activity is tracked from then on.
     #[serde(with = "crate::time::iso")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created: DateTime<Utc>,
     /// When the subscription last changed.
     #[serde(with = "crate::time::iso")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub modified: DateTime<Utc>,
 }
 

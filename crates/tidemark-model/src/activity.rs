@@ -45,6 +45,23 @@ macro_rules! vocabulary {
             }
         }
 
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text,)* "unknown"]))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
@@ -164,6 +181,7 @@ vocabulary! {
 /// event, unique within a subscription (the store's de-duplication key, DESIGN 2.2).
 /// `api` and `type` are always `activity` and are written by the serializer, never stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Activity {
     /// Identifier of the activity (a string; stable for the same upstream event).
     pub id: String,
@@ -186,21 +204,28 @@ pub struct Activity {
     /// The specific action.
     pub event_subtype: EventSubtype,
     /// The resource acted on (a file, folder, user, ... object with `type` and `api`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub target: Option<Value>,
     /// The resource as it was before (renames, moves, updates), where known.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub previous_target: Option<Value>,
     /// Id of the user to impersonate to reach the target, where applicable.
     pub impersonate_for_target: Option<String>,
     /// When the activity happened upstream; `null` if the upstream does not say.
     #[serde(with = "crate::time::iso_opt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub timestamp: Option<DateTime<Utc>>,
     /// The actor's session (`type: login`, `ip`, `user_agent`, ...).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub session: Option<Value>,
     /// Who did it (`type: user | application`, ...).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub actor: Option<Value>,
     /// Additional objects about the activity (a list).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub metadata: Option<Value>,
     /// The upstream's own record: `{"object": {...}}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub raw: Option<Value>,
     /// Origin of the data where several overlapping upstream feeds exist; `null` otherwise.
     pub stream: Option<String>,

@@ -30,6 +30,7 @@ use serde_json::Value;
 
 /// v1 `type`: the seven kinds of change v1 knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum V1EventType {
     /// A resource was created.
@@ -50,6 +51,7 @@ pub enum V1EventType {
 
 /// v1 `action`: the short code paired with each [`V1EventType`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum V1Action {
     /// `+`
     #[serde(rename = "+")]
@@ -107,6 +109,7 @@ impl V1EventType {
 
 /// One v1 event (seed 004).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct V1Event {
     /// The activity id.
     pub id: String,
@@ -118,6 +121,7 @@ pub struct V1Event {
     pub ip: Option<String>,
     /// When the change happened upstream.
     #[serde(with = "crate::time::iso_opt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub modified: Option<DateTime<Utc>>,
     /// The kind of change.
     #[serde(rename = "type")]
@@ -125,6 +129,7 @@ pub struct V1Event {
     /// Id of the user who made the change, if known.
     pub user_id: Option<String>,
     /// The resource the change is about.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
 }
 

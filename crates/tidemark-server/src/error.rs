@@ -102,19 +102,42 @@ impl From<StoreError> for ApiError {
 }
 
 /// The error body, as sent.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"type": "error", "status_code": 400, "error_code": "invalid_parameters",
+    "message": "`page_size` must be a whole number from 1 to 1000, got `0`", "id": "5f0c9b1e2d3a4f6e7a8b9c0d"}))]
+pub struct ErrorBody {
     /// Always `error`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "error")]
     pub kind: &'static str,
     /// The HTTP status code.
     pub status_code: u16,
-    /// A stable, machine-readable code.
-    pub error_code: &'a str,
+    /// A stable, machine-readable code: `invalid_parameters`, `unauthorized`, `not_found`,
+    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `method_not_allowed`,
+    /// `not_implemented`, `internal_server_error`.
+    pub error_code: String,
     /// What went wrong, for a person.
-    pub message: &'a str,
+    pub message: String,
     /// The request id (also in the `X-Request-Id` header).
-    pub id: &'a str,
+    pub id: String,
+}
+
+/// The errors any authenticated route may answer (documentation for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum CommonErrors {
+    /// Invalid input: malformed JSON, wrong types, unknown fields, values out of range.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing or unknown credentials.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// No such object for this caller (objects of other tenants included).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The request body is too large.
+    #[response(status = 413)]
+    PayloadTooLarge(ErrorBody),
 }
 
 impl IntoResponse for ApiError {
@@ -130,9 +153,9 @@ pub fn render(error: &ApiError, request_id: &str) -> Response {
     let body = ErrorBody {
         kind: "error",
         status_code: error.status.as_u16(),
-        error_code: error.code,
-        message: &error.message,
-        id: request_id,
+        error_code: error.code.to_owned(),
+        message: error.message.clone(),
+        id: request_id.to_owned(),
     };
     let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"type\":\"error\"}".to_vec());
     let mut response = (error.status, json).into_response();

@@ -34,6 +34,7 @@ pub mod credentials;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+mod openapi;
 mod routes;
 mod views;
 
@@ -58,10 +59,12 @@ pub fn app(state: AppState) -> tower_http::normalize_path::NormalizePath<Router>
     NormalizePathLayer::trim_trailing_slash().layer(router(state))
 }
 
-/// The API's routes (paths must not end with `/`; [`app`] takes care of that).
-pub fn router(state: AppState) -> Router {
+/// Every route, with its OpenAPI description: one registration serves both, so the document
+/// cannot drift from what is served.
+fn documented_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
     let per_version = routes::account_routes();
-    Router::new()
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest(
             "/v1",
             routes::application_routes()
@@ -70,6 +73,43 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/v2", per_version)
         .merge(routes::operational_routes())
+}
+
+/// The OpenAPI document of the API (also served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut document = documented_routes().split_for_parts().1;
+    // One handler serves several paths (`/v1` and `/v2`): name each operation after its method
+    // and path, so operation ids are unique, as OpenAPI requires.
+    for (path, item) in document.paths.paths.iter_mut() {
+        let operations = [
+            ("get", &mut item.get),
+            ("post", &mut item.post),
+            ("patch", &mut item.patch),
+            ("put", &mut item.put),
+            ("delete", &mut item.delete),
+        ];
+        for (method, operation) in operations {
+            if let Some(operation) = operation {
+                let name: String = path
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                let name = name
+                    .split('_')
+                    .filter(|part| !part.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("_");
+                operation.operation_id = Some(format!("{method}_{name}"));
+            }
+        }
+    }
+    document
+}
+
+/// The API's routes (paths must not end with `/`; [`app`] takes care of that).
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = documented_routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

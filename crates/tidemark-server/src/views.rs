@@ -6,29 +6,45 @@ use serde_json::Value;
 use tidemark_model::{Account, Application, Subscription};
 use tidemark_store::ApiKey;
 
-/// An account as clients see it: its config without credentials (write-only).
-#[derive(Debug, Serialize)]
+/// A connected upstream account. `config` never includes `credentials` (write-only).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Account)]
 pub struct AccountView {
+    /// Numeric id.
     pub id: i64,
+    /// Service name (`local`, `jive`, `onna`, ...).
     pub service: String,
+    /// Whether the account yields org-wide audit activity.
     pub admin: bool,
+    /// Always `true` while the account exists.
     pub active: bool,
+    /// Connection config, without `credentials`.
+    #[schema(value_type = Object)]
     pub config: Value,
+    /// When the account was connected.
     #[serde(with = "tidemark_model::time::iso")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: DateTime<Utc>,
+    /// When the account last changed.
     #[serde(with = "tidemark_model::time::iso")]
+    #[schema(value_type = String, format = DateTime)]
     pub modified: DateTime<Utc>,
+    /// Always `account`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "account")]
     pub kind: &'static str,
+    /// Always `meta`.
+    #[schema(value_type = String, example = "meta")]
     pub api: &'static str,
-    /// Present once: in the response that created the account.
+    /// The account's bearer token: only in the response that created the account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<TokenView>,
 }
 
-/// A freshly minted bearer token.
-#[derive(Debug, Serialize)]
+/// A freshly minted bearer token (shown once).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
+    /// The token: send it as `Authorization: Bearer <key>`.
     pub key: String,
 }
 
@@ -64,26 +80,38 @@ pub fn listed_subscription(subscription: &Subscription) -> Value {
     value
 }
 
-/// The application's settings.
-#[derive(Debug, Serialize)]
-pub struct ApplicationView<'a> {
+/// The application (tenant) and its settings.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Application)]
+pub struct ApplicationView {
+    /// Numeric id (the bearer tokens' `client_id`).
     pub id: i64,
-    pub name: &'a str,
+    /// Name.
+    pub name: String,
+    /// Give every newly connected account a default `changes` subscription.
     pub track_activity: bool,
+    /// Prune activity committed more than this many days ago; `null` keeps everything.
     pub retention_days: Option<u32>,
+    /// Subscriptions one account may have.
     pub max_subscriptions_per_account: u32,
+    /// When the application was created.
     #[serde(with = "tidemark_model::time::iso")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: DateTime<Utc>,
+    /// Always `application`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "application")]
     pub kind: &'static str,
+    /// Always `meta`.
+    #[schema(value_type = String, example = "meta")]
     pub api: &'static str,
 }
 
-impl<'a> From<&'a Application> for ApplicationView<'a> {
-    fn from(application: &'a Application) -> Self {
+impl From<&Application> for ApplicationView {
+    fn from(application: &Application) -> Self {
         ApplicationView {
             id: application.id,
-            name: &application.name,
+            name: application.name.clone(),
             track_activity: application.track_activity,
             retention_days: application.retention_days,
             max_subscriptions_per_account: application.max_subscriptions_per_account,
@@ -94,17 +122,28 @@ impl<'a> From<&'a Application> for ApplicationView<'a> {
     }
 }
 
-/// An API key; `key` only in the response that created it.
-#[derive(Debug, Serialize)]
+/// An API key of the application.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKey)]
 pub struct ApiKeyView {
+    /// Numeric id.
     pub id: i64,
+    /// The key's last characters, to tell keys apart.
     pub hint: String,
+    /// When the key was created (the oldest active key signs webhooks).
     #[serde(with = "tidemark_model::time::iso")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: DateTime<Utc>,
+    /// The key itself: only in the response that created it. Send it as
+    /// `Authorization: APIKey <key>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Always `api_key`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "api_key")]
     pub kind: &'static str,
+    /// Always `meta`.
+    #[schema(value_type = String, example = "meta")]
     pub api: &'static str,
 }
 
@@ -121,16 +160,25 @@ impl ApiKeyView {
     }
 }
 
-/// A page of a non-stream list (`page`, `next_page` let the Kloudless SDK's iterator stop).
-#[derive(Debug, Serialize)]
+/// A page of a list (`page` and `next_page` let the Kloudless SDK's iterator stop).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListView<T: Serialize> {
+    /// The objects on this page.
     pub objects: Vec<T>,
+    /// Objects on this page.
     pub count: usize,
+    /// Objects on all pages.
     pub total: usize,
+    /// This page's number (from 1).
     pub page: u64,
+    /// The next page's number; `null` on the last page.
     pub next_page: Option<u64>,
+    /// Always `object_list`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "object_list")]
     pub kind: &'static str,
+    /// The API the objects belong to.
+    #[schema(value_type = String)]
     pub api: &'static str,
 }
 

@@ -13,7 +13,7 @@ use tidemark_store::{AccountPatch, NewAccount};
 
 use super::{resolve_account, PathParams};
 use crate::credentials;
-use crate::error::ApiError;
+use crate::error::{ApiError, CommonErrors};
 use crate::extract::{Caller, JsonBody, Params};
 use crate::views::{AccountView, ListView};
 use crate::AppState;
@@ -24,23 +24,32 @@ const MAX_CONFIG_STRING: usize = 4096;
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `POST /accounts` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
+    /// Service name, e.g. `local`.
+    #[schema(example = "local")]
     service: String,
+    /// Whether the account yields org-wide audit activity.
     #[serde(default)]
     admin: bool,
+    /// Connection config: `base_url`, `credentials` (write-only), `poll_interval_seconds`, and
+    /// the connector's own fields (`local`: `{"path": "/some/dir"}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>, example = json!({"path": "/srv/shared"}))]
     config: Option<Value>,
 }
 
 /// `PATCH /accounts/{account}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
+    /// New `admin` flag.
     #[serde(default)]
     admin: Option<bool>,
+    /// A new config, replacing the old one (checked like a new account's).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
 }
 
@@ -99,6 +108,8 @@ fn check_string_lengths(value: &Value, path: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /accounts`: the application's accounts (with a bearer token: that account).
+#[utoipa::path(get, path = "/accounts", tag = "accounts", params(("page" = Option<u64>, Query, description = "Page number, from 1 (default 1)"), ("page_size" = Option<u64>, Query, description = "Objects per page, 1..=1000 (default 100)")), security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The application's accounts (a bearer token sees its own)", body = ListView<AccountView>), CommonErrors))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -120,6 +131,8 @@ pub async fn list(
 }
 
 /// `POST /accounts`: connects an account and mints its bearer token (shown once).
+#[utoipa::path(post, path = "/accounts", tag = "accounts", request_body = CreateAccount, security(("api_key" = [])),
+    responses((status = 201, description = "Connected; `bearer_token` is shown only here", body = AccountView), CommonErrors))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -154,6 +167,8 @@ pub async fn create(
 }
 
 /// `GET /accounts/{account}`.
+#[utoipa::path(get, path = "/accounts/{account}", tag = "accounts", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token")), security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = AccountView), CommonErrors))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -164,6 +179,8 @@ pub async fn get(
 }
 
 /// `PATCH /accounts/{account}`: changes `admin` or replaces `config` (checked like a new one).
+#[utoipa::path(patch, path = "/accounts/{account}", tag = "accounts", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token")), request_body = UpdateAccount, security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = AccountView), CommonErrors))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -188,6 +205,8 @@ pub async fn update(
 }
 
 /// `DELETE /accounts/{account}`: disconnects it; its token, subscriptions and activity go too.
+#[utoipa::path(delete, path = "/accounts/{account}", tag = "accounts", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token")), security(("api_key" = []), ("bearer" = [])),
+    responses((status = 204, description = "Deleted, with its token, subscriptions and activity"), CommonErrors))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -3,10 +3,10 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use tidemark_model::{Cursor, Subscription};
+use tidemark_model::{Activity, Cursor, Subscription};
 
 use super::{resolve_account, resolve_subscription, PathParams};
-use crate::error::ApiError;
+use crate::error::{ApiError, CommonErrors, ErrorBody};
 use crate::extract::{truncate, Caller, Params};
 use crate::AppState;
 
@@ -98,7 +98,36 @@ fn check_time_range(params: &Params) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A page of List Activity (seed 003). Written by hand around the stored JSON (see `list`);
+/// a test checks that real responses have exactly these fields.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ActivityList {
+    /// The activity, in the order Tidemark became aware of it.
+    objects: Vec<Activity>,
+    /// The position after `objects`: store it and send it as `cursor` next time.
+    cursor: String,
+    /// Activities in `objects`.
+    count: u64,
+    /// Activities currently retained for the subscription.
+    total: u64,
+    /// Always `object_list`.
+    #[schema(rename = "type", example = "object_list")]
+    kind: String,
+    /// Always `activity`.
+    #[schema(example = "activity")]
+    api: String,
+}
+
 /// `GET /v{1,2}/accounts/{account}/subscriptions/{subscription|default}/activity`.
+#[utoipa::path(get, path = "/accounts/{account}/subscriptions/{subscription}/activity", tag = "activity",
+    params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token"), ("subscription" = String, Path, description = "The subscription: its numeric id, or `default`"),
+        ("cursor" = Option<String>, Query, description = "The last cursor received, or `after-auth`; absent: all retained activity"),
+        ("page_size" = Option<u64>, Query, description = "Activities per page, 1..=1000 (default 1000)"),
+        ("from" = Option<String>, Query, description = "ISO 8601 start of a time range (inclusive); not implemented yet"),
+        ("until" = Option<String>, Query, description = "ISO 8601 end of a time range (exclusive), only with `from`; not implemented yet")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "A page of the stream; store `cursor` even when `objects` is empty", body = ActivityList), (status = 501, description = "time ranges", body = ErrorBody), CommonErrors))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,27 +6,45 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::PathParams;
 use crate::credentials;
-use crate::error::ApiError;
+use crate::error::{ApiError, CommonErrors, ErrorBody};
 use crate::extract::{Caller, JsonBody, Params};
 use crate::views::{ApiKeyView, ApplicationView, ListView};
 use crate::AppState;
 
 /// `PATCH /v1/application` body. `retention_days: null` keeps activity forever.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApplication {
+    /// A new name (1 to 200 characters).
     #[serde(default)]
     name: Option<String>,
+    /// Give newly connected accounts a default `changes` subscription.
     #[serde(default)]
     track_activity: Option<bool>,
+    /// Days of activity to retain (1..=36500); `null` keeps everything.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
     retention_days: Option<Option<u32>>,
+    /// Subscriptions one account may have (1..=100).
     #[serde(default)]
     max_subscriptions_per_account: Option<u32>,
+}
+
+/// What a bearer token is (`GET /v1/oauth/token`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    /// The application the token was granted to, as a string (the Kloudless SDK compares it
+    /// with the application id it was given).
+    client_id: String,
+    /// The account the token reaches.
+    account_id: i64,
+    /// What the token may do.
+    scope: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
 }
 
 /// Tells "absent" (`None`) from "null" (`Some(None)`).
@@ -37,14 +55,16 @@ fn present<'de, D: serde::Deserializer<'de>>(
 }
 
 /// `GET /v1/oauth/token`: what a bearer token is (the Kloudless SDK's `verify_token`).
+#[utoipa::path(get, path = "/oauth/token", tag = "application", security(("bearer" = [])),
+    responses((status = 200, description = "What a bearer token is", body = TokenInfo), CommonErrors))]
 pub async fn token_info(caller: Caller) -> Result<impl IntoResponse, ApiError> {
     match caller {
-        Caller::Account(account) => Ok(Json(json!({
-            "client_id": account.application_id.to_string(),
-            "account_id": account.id,
-            "scope": format!("{}:normal.activity", account.service),
-            "token_type": "Bearer",
-        }))),
+        Caller::Account(account) => Ok(Json(TokenInfo {
+            client_id: account.application_id.to_string(),
+            account_id: account.id,
+            scope: format!("{}:normal.activity", account.service),
+            token_type: "Bearer",
+        })),
         Caller::Application { .. } => Err(ApiError::unauthorized(
             "this route describes a bearer token; send `Authorization: Bearer <token>`",
         )),
@@ -52,6 +72,8 @@ pub async fn token_info(caller: Caller) -> Result<impl IntoResponse, ApiError> {
 }
 
 /// `GET /v1/application`.
+#[utoipa::path(get, path = "/application", tag = "application", security(("api_key" = [])),
+    responses((status = 200, body = ApplicationView), CommonErrors))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -67,6 +89,8 @@ pub async fn get(
 }
 
 /// `PATCH /v1/application`.
+#[utoipa::path(patch, path = "/application", tag = "application", request_body = UpdateApplication, security(("api_key" = [])),
+    responses((status = 200, body = ApplicationView), CommonErrors))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -109,6 +133,8 @@ pub async fn update(
 }
 
 /// `GET /v1/keys`: the application's API keys (hints only; keys are shown once).
+#[utoipa::path(get, path = "/keys", tag = "application", params(("page" = Option<u64>, Query, description = "Page number, from 1 (default 1)"), ("page_size" = Option<u64>, Query, description = "Objects per page, 1..=1000 (default 100)")), security(("api_key" = [])),
+    responses((status = 200, body = ListView<ApiKeyView>), CommonErrors))]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,6 +148,8 @@ pub async fn list_keys(
 }
 
 /// `POST /v1/keys`: a new API key, shown once.
+#[utoipa::path(post, path = "/keys", tag = "application", security(("api_key" = [])),
+    responses((status = 201, description = "A new key; `key` is shown only here", body = ApiKeyView), CommonErrors))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,6 +171,8 @@ pub async fn create_key(
 }
 
 /// `DELETE /v1/keys/{key}`.
+#[utoipa::path(delete, path = "/keys/{key}", tag = "application", params(("key" = i64, Path, description = "The key's id")), security(("api_key" = [])),
+    responses((status = 204, description = "Deleted"), (status = 409, description = "The application's last key", body = ErrorBody), CommonErrors))]
 pub async fn delete_key(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,8 +1,8 @@
 //! Routes, one module per resource, and the lookups that enforce tenancy.
 
-use axum::routing::get;
-use axum::Router;
 use tidemark_model::{Account, Subscription};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::Caller;
@@ -16,61 +16,41 @@ mod operational;
 mod subscriptions;
 
 /// Routes under both `/v1` and `/v2`: accounts, subscriptions, activity.
-pub fn account_routes() -> Router<AppState> {
-    Router::new()
-        .route("/accounts", get(accounts::list).post(accounts::create))
-        .route(
-            "/accounts/{account}",
-            get(accounts::get)
-                .patch(accounts::update)
-                .delete(accounts::delete),
-        )
-        .route(
-            "/accounts/{account}/subscriptions",
-            get(subscriptions::list).post(subscriptions::create),
-        )
-        .route(
-            "/accounts/{account}/subscriptions/{subscription}",
-            get(subscriptions::get)
-                .patch(subscriptions::update)
-                .delete(subscriptions::delete),
-        )
-        .route(
-            "/accounts/{account}/subscriptions/{subscription}/activity",
-            get(activity::list),
-        )
+pub fn account_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(accounts::list, accounts::create))
+        .routes(routes!(accounts::get, accounts::update, accounts::delete))
+        .routes(routes!(subscriptions::list, subscriptions::create))
+        .routes(routes!(
+            subscriptions::get,
+            subscriptions::update,
+            subscriptions::delete
+        ))
+        .routes(routes!(activity::list))
 }
 
 /// The v1 event stream (under `/v1` only).
-pub fn events_routes() -> Router<AppState> {
-    Router::new()
-        .route("/accounts/{account}/events", get(events::list))
-        .route("/accounts/{account}/events/latest", get(events::latest))
+pub fn events_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(events::list))
+        .routes(routes!(events::latest))
 }
 
 /// Application administration and token introspection (under `/v1` only).
-pub fn application_routes() -> Router<AppState> {
-    Router::new()
-        .route("/oauth/token", get(application::token_info))
-        .route(
-            "/application",
-            get(application::get).patch(application::update),
-        )
-        .route(
-            "/keys",
-            get(application::list_keys).post(application::create_key),
-        )
-        .route(
-            "/keys/{key}",
-            axum::routing::delete(application::delete_key),
-        )
+pub fn application_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(application::token_info))
+        .routes(routes!(application::get, application::update))
+        .routes(routes!(application::list_keys, application::create_key))
+        .routes(routes!(application::delete_key))
 }
 
-/// `/healthz`, `/metrics` (no authentication).
-pub fn operational_routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(operational::healthz))
-        .route("/metrics", get(operational::metrics))
+/// `/healthz`, `/metrics`, `/openapi.json` (no authentication).
+pub fn operational_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(operational::healthz))
+        .routes(routes!(operational::metrics))
+        .routes(routes!(operational::openapi_json))
 }
 
 /// The account named in a path (`me` or a numeric id), as the caller may see it.

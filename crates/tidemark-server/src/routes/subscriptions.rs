@@ -6,45 +6,61 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
-use tidemark_model::{MonitoredResource, SubscriptionType};
+use tidemark_model::{MonitoredResource, Subscription, SubscriptionType};
 use tidemark_store::NewSubscription;
 
 use super::{resolve_account, resolve_subscription, PathParams};
-use crate::error::ApiError;
+use crate::error::{ApiError, CommonErrors, ErrorBody};
 use crate::extract::{Caller, JsonBody, Params};
 use crate::views::{listed_subscription, ListView};
 use crate::AppState;
 
 /// `POST .../subscriptions` body (seed 003, "Create a Subscription"); an empty body creates an
 /// active `changes` subscription.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
+    /// Whether monitoring starts active (default `true`).
     #[serde(default)]
     active: Option<bool>,
+    /// `changes` (default), `crawl` or `analytics`.
     #[serde(default)]
+    #[schema(example = "changes")]
     subscription_type: Option<String>,
+    /// Resources to monitor, `[{"resource": "...", "user"?: "..."}]`, where the service supports it.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<MonitoredResource>>)]
     monitored_resources: Option<Value>,
+    /// Become the account's default (default: if it has none).
     #[serde(default)]
     default: Option<bool>,
+    /// Kloudless subscription state to import: not supported (501).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     internal_state: Option<Value>,
 }
 
 /// `PATCH .../subscriptions/{subscription}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscription {
+    /// Activate, or deactivate (`disable_reason` becomes `deactivated_by_user`).
     #[serde(default)]
     active: Option<bool>,
+    /// `true` makes this the account's default.
     #[serde(default)]
     default: Option<bool>,
+    /// Immutable: sending it is a 400.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<MonitoredResource>>)]
     monitored_resources: Option<Value>,
+    /// Immutable: sending it is a 400.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     subscription_type: Option<Value>,
+    /// Kloudless subscription state to import: not supported (501).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     internal_state: Option<Value>,
 }
 
@@ -58,6 +74,8 @@ fn refuse_internal_state(internal_state: &Option<Value>) -> Result<(), ApiError>
 }
 
 /// `GET .../subscriptions`.
+#[utoipa::path(get, path = "/accounts/{account}/subscriptions", tag = "subscriptions", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token"), ("page" = Option<u64>, Query, description = "Page number, from 1 (default 1)"), ("page_size" = Option<u64>, Query, description = "Objects per page, 1..=1000 (default 100)")), security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Subscriptions, without `last_cursor` (seed 003)", body = ListView<Subscription>), CommonErrors))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -73,6 +91,8 @@ pub async fn list(
 }
 
 /// `POST .../subscriptions`.
+#[utoipa::path(post, path = "/accounts/{account}/subscriptions", tag = "subscriptions", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token")), request_body(content = CreateSubscription, description = "An empty body creates an active `changes` subscription"), security(("api_key" = []), ("bearer" = [])),
+    responses((status = 201, body = Subscription), (status = 409, description = "The account has as many subscriptions as the application allows", body = ErrorBody), (status = 501, description = "`internal_state` import", body = ErrorBody), CommonErrors))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,6 +152,8 @@ pub async fn create(
 }
 
 /// `GET .../subscriptions/{subscription|default}`.
+#[utoipa::path(get, path = "/accounts/{account}/subscriptions/{subscription}", tag = "subscriptions", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token"), ("subscription" = String, Path, description = "The subscription: its numeric id, or `default`")), security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = Subscription), CommonErrors))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,6 +167,8 @@ pub async fn get(
 
 /// `PATCH .../subscriptions/{subscription|default}`: `active` and `default`; the rest is
 /// immutable.
+#[utoipa::path(patch, path = "/accounts/{account}/subscriptions/{subscription}", tag = "subscriptions", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token"), ("subscription" = String, Path, description = "The subscription: its numeric id, or `default`")), request_body = UpdateSubscription, security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, body = Subscription), (status = 501, description = "`internal_state` import", body = ErrorBody), CommonErrors))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -187,6 +211,8 @@ pub async fn update(
 }
 
 /// `DELETE .../subscriptions/{subscription|default}`: the subscription and all its activity.
+#[utoipa::path(delete, path = "/accounts/{account}/subscriptions/{subscription}", tag = "subscriptions", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token"), ("subscription" = String, Path, description = "The subscription: its numeric id, or `default`")), security(("api_key" = []), ("bearer" = [])),
+    responses((status = 204, description = "Deleted with all its activity"), CommonErrors))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

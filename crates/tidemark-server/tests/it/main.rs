@@ -2,10 +2,13 @@
 //! temporary SQLite store, and tests talk to it with an ordinary HTTP client.
 
 mod harness;
+mod python;
 
 mod accounts;
 mod activity;
 mod application;
 mod bad_input;
+mod kloudless_sdk;
+mod openapi;
 mod subscriptions;
 mod tenancy;
