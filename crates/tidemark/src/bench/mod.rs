@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+mod api;
 mod ingest;
 mod read;
 mod synthetic;
@@ -19,6 +20,8 @@ pub enum BenchCommand {
     Ingest(ingest::IngestArgs),
     /// Following cursors over a whole stream: pages per second and latency per page.
     Read(read::ReadArgs),
+    /// List Activity over HTTP with concurrent readers, against the same reads at the store.
+    Api(api::ApiArgs),
 }
 
 /// Where benchmark databases are written.
@@ -44,6 +47,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Read(args) => read::run(args).await,
+        BenchCommand::Api(args) => api::run(args).await,
     }
 }
 
@@ -78,4 +82,32 @@ async fn bench_subscription(
     Ok(store
         .create_subscription(tidemark_store::NewSubscription::changes(account.id))
         .await?)
+}
+
+/// Latency samples, summarized as percentiles.
+#[derive(Debug, Default)]
+pub(super) struct Latencies(Vec<std::time::Duration>);
+
+impl Latencies {
+    fn record(&mut self, sample: std::time::Duration) {
+        self.0.push(sample);
+    }
+
+    fn extend(&mut self, other: Latencies) {
+        self.0.extend(other.0);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The `p` quantile (0.0..=1.0) in milliseconds (0 when empty).
+    fn percentile_ms(&mut self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.sort_unstable();
+        let index = ((self.0.len() - 1) as f64 * p).round() as usize;
+        self.0[index].as_secs_f64() * 1000.0
+    }
 }

@@ -1,15 +1,15 @@
-//! `tidemark bench read`.
+//! `tidemark bench read`: following cursors over a whole stream at the store level.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
-use tidemark_model::Cursor;
+use tidemark_model::{Cursor, CursorKey, SubscriptionId};
 use tidemark_store::{CommitBatch, SqliteStore, Store};
 
 use super::synthetic;
-use super::{progress, BenchDir};
+use super::{progress, BenchDir, Latencies};
 
 /// Options of `tidemark bench read`.
 #[derive(Debug, Args)]
@@ -22,6 +22,68 @@ pub struct ReadArgs {
     page_size: usize,
     #[command(flatten)]
     dir: BenchDir,
+}
+
+/// Commits `count` synthetic activities to a subscription, 5,000 per commit.
+pub(super) async fn fill(
+    store: &dyn Store,
+    subscription: &tidemark_model::Subscription,
+    count: u64,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let base = chrono::Utc::now();
+    let mut next = 0u64;
+    while next < count {
+        let end = (next + 5000).min(count);
+        let activities: Vec<_> = (next..end)
+            .map(|i| synthetic::activity(subscription.account, i, base))
+            .collect();
+        store
+            .commit(CommitBatch::new(subscription.id, &activities)?)
+            .await?;
+        bar.inc(end - next);
+        next = end;
+    }
+    Ok(())
+}
+
+/// One page along the path List Activity takes at the store: decode and verify the cursor,
+/// read the page and the retained total from one snapshot, assemble the response body around
+/// the stored JSON, sign the next cursor. Returns the next cursor, the body size and how many
+/// activities the page held.
+pub(super) async fn store_page(
+    store: &dyn Store,
+    key: &CursorKey,
+    subscription_id: SubscriptionId,
+    cursor: &str,
+    page_size: usize,
+) -> anyhow::Result<(String, usize, usize)> {
+    let position = Cursor::decode(cursor, key, subscription_id)?.position;
+    let page = store
+        .read_page(subscription_id, position, page_size)
+        .await?;
+    let last = page.activities.last().map_or(position, |row| row.sequence);
+    let next = Cursor::new(subscription_id, last).encode(key);
+    let mut body = String::with_capacity(
+        page.activities
+            .iter()
+            .map(|r| r.json.len() + 1)
+            .sum::<usize>()
+            + 200,
+    );
+    body.push_str("{\"objects\":[");
+    for (index, row) in page.activities.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        body.push_str(&row.json);
+    }
+    body.push_str(&format!(
+        "],\"cursor\":\"{next}\",\"count\":{},\"total\":{},\"type\":\"object_list\",\"api\":\"activity\"}}",
+        page.activities.len(),
+        page.total
+    ));
+    Ok((next, body.len(), page.activities.len()))
 }
 
 pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
@@ -39,55 +101,23 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
         args.page_size,
         dir.path().display()
     );
-
     let bar = progress(args.activities, "filling");
-    let base = chrono::Utc::now();
-    let mut next = 0u64;
-    while next < args.activities {
-        let end = (next + 5000).min(args.activities);
-        let activities: Vec<_> = (next..end)
-            .map(|i| synthetic::activity(subscription.account, i, base))
-            .collect();
-        store
-            .commit(CommitBatch::new(subscription.id, &activities)?)
-            .await?;
-        next = end;
-        bar.set_position(end);
-    }
+    fill(&*store, &subscription, args.activities, &bar).await?;
     bar.finish_and_clear();
 
-    // Tidemark's read path, as List Activity runs it: decode the cursor, read a page and the
-    // retained total, assemble the response body around the stored JSON, sign the next cursor.
     let key = store.cursor_key().clone();
-    let mut cursor_text = Cursor::new(subscription.id, 0).encode(&key);
-    let mut latencies = Vec::new();
+    let mut cursor = Cursor::new(subscription.id, 0).encode(&key);
+    let mut latencies = Latencies::default();
     let mut bytes = 0usize;
     let started = Instant::now();
     loop {
         let timer = Instant::now();
-        let position = Cursor::decode(&cursor_text, &key, subscription.id)?.position;
-        let rows = store
-            .read_activity(subscription.id, position, args.page_size)
-            .await?;
-        let total = store.activity_total(subscription.id).await?;
-        let last = rows.last().map(|r| r.sequence).unwrap_or(position);
-        cursor_text = Cursor::new(subscription.id, last).encode(&key);
-        let mut body =
-            String::with_capacity(rows.iter().map(|r| r.json.len() + 1).sum::<usize>() + 200);
-        body.push_str("{\"objects\":[");
-        for (index, row) in rows.iter().enumerate() {
-            if index > 0 {
-                body.push(',');
-            }
-            body.push_str(&row.json);
-        }
-        body.push_str(&format!(
-            "],\"cursor\":\"{cursor_text}\",\"count\":{},\"total\":{total},\"type\":\"object_list\",\"api\":\"activity\"}}",
-            rows.len()
-        ));
-        bytes += body.len();
-        latencies.push(timer.elapsed());
-        if rows.is_empty() {
+        let (next, size, count) =
+            store_page(&*store, &key, subscription.id, &cursor, args.page_size).await?;
+        latencies.record(timer.elapsed());
+        bytes += size;
+        cursor = next;
+        if count == 0 {
             break;
         }
     }
@@ -123,11 +153,13 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
         .await??
     };
 
-    latencies.sort();
-    let percentile = |p: f64| latencies[((pages as f64 - 1.0) * p).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pages_per_s = pages as f64 / elapsed.as_secs_f64();
     let baseline_pages_per_s = pages as f64 / baseline.as_secs_f64();
+    let (p50, p99, max) = (
+        latencies.percentile_ms(0.5),
+        latencies.percentile_ms(0.99),
+        latencies.percentile_ms(1.0),
+    );
     println!(
         "  pages read              {pages} ({:.0} MB of responses)",
         bytes as f64 / 1e6
@@ -138,18 +170,13 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
         "  ratio tidemark/baseline {:.2}",
         pages_per_s / baseline_pages_per_s
     );
-    println!(
-        "  latency per page        p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms  (target p99 < 5 ms)",
-        ms(percentile(0.5)),
-        ms(percentile(0.99)),
-        ms(percentile(1.0))
-    );
+    println!("  latency per page        p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms  (target p99 < 5 ms)");
     println!(
         "{}",
         json!({"bench": "read", "activities": args.activities, "page_size": args.page_size, "pages": pages,
                "pages_per_s": pages_per_s.round(), "baseline_pages_per_s": baseline_pages_per_s.round(),
                "ratio": (pages_per_s / baseline_pages_per_s * 100.0).round() / 100.0,
-               "p50_ms": (ms(percentile(0.5)) * 100.0).round() / 100.0, "p99_ms": (ms(percentile(0.99)) * 100.0).round() / 100.0})
+               "p50_ms": (p50 * 100.0).round() / 100.0, "p99_ms": (p99 * 100.0).round() / 100.0})
     );
     Ok(())
 }

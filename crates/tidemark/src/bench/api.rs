@@ -1,0 +1,265 @@
+//! `tidemark bench api`: List Activity over HTTP with concurrent readers, each following the
+//! cursors of its own subscription, against the same reads done directly on the store in the
+//! same run (what HTTP, authentication and routing add).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use serde::Deserialize;
+use serde_json::json;
+use tidemark_model::{Cursor, Subscription};
+use tidemark_store::{NewAccount, NewSubscription, SqliteStore, Store};
+
+use super::read::{fill, store_page};
+use super::{progress, BenchDir, Latencies};
+
+/// Options of `tidemark bench api`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Activities in the store, split evenly over the readers' subscriptions.
+    #[arg(long, default_value_t = 1_000_000)]
+    activities: u64,
+    /// Concurrent readers, each on its own subscription.
+    #[arg(long, default_value_t = 4)]
+    readers: usize,
+    /// The List Activity `page_size`.
+    #[arg(long, default_value_t = 1000)]
+    page_size: usize,
+    /// Alternating store/HTTP passes over all subscriptions.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    #[command(flatten)]
+    dir: BenchDir,
+}
+
+/// The part of a List Activity response a reader needs, read from the fields after
+/// `objects` without parsing the whole (about 1 MB) body: the readers share the machine with
+/// the server, and a full parse on their side would be measured as server latency.
+#[derive(Deserialize)]
+struct PageSummary {
+    cursor: String,
+    count: usize,
+}
+
+impl PageSummary {
+    fn read(body: &[u8]) -> anyhow::Result<Self> {
+        let tail_start = body
+            .windows(b"],\"cursor\":".len())
+            .rposition(|window| window == b"],\"cursor\":")
+            .ok_or_else(|| anyhow::anyhow!("no cursor in the List Activity response"))?;
+        let tail = std::str::from_utf8(&body[tail_start + 2..])?;
+        Ok(serde_json::from_str(&format!("{{{tail}"))?)
+    }
+}
+
+struct Pass {
+    latencies: Latencies,
+    pages: usize,
+    seconds: f64,
+}
+
+pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=1000).contains(&args.page_size),
+        "--page-size must be in 1..=1000"
+    );
+    anyhow::ensure!(
+        (1..=256).contains(&args.readers),
+        "--readers must be in 1..=256"
+    );
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    let dir = args.dir.create()?;
+    let store = Arc::new(SqliteStore::open(dir.path().join("api.db"))?);
+    let (application_id, api_key) =
+        tidemark_server::bootstrap_application(&*store, "bench", None).await?;
+    println!(
+        "bench api: {} activities over {} subscriptions, {} concurrent readers, page_size {}, in {}",
+        args.activities,
+        args.readers,
+        args.readers,
+        args.page_size,
+        dir.path().display()
+    );
+    let bar = progress(args.activities, "filling");
+    let mut subscriptions = Vec::new();
+    for reader in 0..args.readers as u64 {
+        let account = store
+            .create_account(NewAccount {
+                application_id,
+                service: "synthetic".into(),
+                admin: false,
+                config: json!({}),
+                token_digest: None,
+            })
+            .await?;
+        let subscription = store
+            .create_subscription(NewSubscription::changes(account.id))
+            .await?;
+        let share = args.activities * (reader + 1) / args.readers as u64
+            - args.activities * reader / args.readers as u64;
+        fill(&*store, &subscription, share, &bar).await?;
+        subscriptions.push(subscription);
+    }
+    bar.finish_and_clear();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = tidemark_server::AppState {
+        store: store.clone(),
+        metrics: None,
+    };
+    let server = tokio::spawn(tidemark_server::serve(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.readers)
+        .build()?;
+
+    let mut store_pass = Pass {
+        latencies: Latencies::default(),
+        pages: 0,
+        seconds: 0.0,
+    };
+    let mut http_pass = Pass {
+        latencies: Latencies::default(),
+        pages: 0,
+        seconds: 0.0,
+    };
+    for _ in 0..args.rounds {
+        let pass = run_pass(&subscriptions, |subscription| {
+            let store = store.clone();
+            let page_size = args.page_size;
+            async move { follow_store(&*store, &subscription, page_size).await }
+        })
+        .await?;
+        merge(&mut store_pass, pass);
+        let pass = run_pass(&subscriptions, |subscription| {
+            let client = client.clone();
+            let url = format!(
+                "{base}/v2/accounts/{}/subscriptions/{}/activity",
+                subscription.account, subscription.id
+            );
+            let auth = format!("APIKey {api_key}");
+            let page_size = args.page_size;
+            async move { follow_http(&client, &url, &auth, page_size).await }
+        })
+        .await?;
+        merge(&mut http_pass, pass);
+    }
+    let _ = stop_tx.send(());
+    server.await??;
+
+    let report = |name: &str, pass: &mut Pass| -> (f64, f64, f64) {
+        let pages_per_s = pass.pages as f64 / pass.seconds;
+        let (p50, p99) = (
+            pass.latencies.percentile_ms(0.5),
+            pass.latencies.percentile_ms(0.99),
+        );
+        println!("  {name:<22} {pages_per_s:>8.0} pages/s   p50 {p50:.2} ms   p99 {p99:.2} ms   ({} pages)", pass.pages);
+        (pages_per_s, p50, p99)
+    };
+    let (store_rate, store_p50, store_p99) = report("store (same reads)", &mut store_pass);
+    let (http_rate, http_p50, http_p99) = report("HTTP List Activity", &mut http_pass);
+    let added = http_p99 - store_p99;
+    println!(
+        "  HTTP adds               {added:.2} ms at p99 per {}-object page (target < 2 ms); p99 ratio HTTP/store {:.2}",
+        args.page_size,
+        http_p99 / store_p99
+    );
+    println!(
+        "{}",
+        json!({"bench": "api", "activities": args.activities, "readers": args.readers, "page_size": args.page_size,
+               "store_pages_per_s": store_rate.round(), "store_p50_ms": round2(store_p50), "store_p99_ms": round2(store_p99),
+               "http_pages_per_s": http_rate.round(), "http_p50_ms": round2(http_p50), "http_p99_ms": round2(http_p99),
+               "http_added_p99_ms": round2(added), "p99_ratio": round2(http_p99 / store_p99)})
+    );
+    Ok(())
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn merge(total: &mut Pass, pass: Pass) {
+    total.pages += pass.pages;
+    total.seconds += pass.seconds;
+    total.latencies.extend(pass.latencies);
+}
+
+/// Runs one reader per subscription concurrently; each returns its page latencies.
+async fn run_pass<F, Fut>(subscriptions: &[Subscription], reader: F) -> anyhow::Result<Pass>
+where
+    F: Fn(Subscription) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Latencies>> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = subscriptions
+        .iter()
+        .cloned()
+        .map(|s| tokio::spawn(reader(s)))
+        .collect();
+    let mut latencies = Latencies::default();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(Pass {
+        pages: latencies.len(),
+        latencies,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn follow_store(
+    store: &dyn Store,
+    subscription: &Subscription,
+    page_size: usize,
+) -> anyhow::Result<Latencies> {
+    let key = store.cursor_key().clone();
+    let mut cursor = Cursor::new(subscription.id, 0).encode(&key);
+    let mut latencies = Latencies::default();
+    loop {
+        let timer = Instant::now();
+        let (next, _, count) = store_page(store, &key, subscription.id, &cursor, page_size).await?;
+        latencies.record(timer.elapsed());
+        cursor = next;
+        if count == 0 {
+            return Ok(latencies);
+        }
+    }
+}
+
+async fn follow_http(
+    client: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    page_size: usize,
+) -> anyhow::Result<Latencies> {
+    let mut cursor: Option<String> = None;
+    let mut latencies = Latencies::default();
+    loop {
+        let mut request = client
+            .get(url)
+            .header("Authorization", auth)
+            .query(&[("page_size", page_size.to_string())]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let timer = Instant::now();
+        let response = request.send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        latencies.record(timer.elapsed());
+        anyhow::ensure!(
+            status.is_success(),
+            "List Activity answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let page = PageSummary::read(&body)?;
+        cursor = Some(page.cursor);
+        if page.count == 0 {
+            return Ok(latencies);
+        }
+    }
+}
