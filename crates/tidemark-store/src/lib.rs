@@ -261,6 +261,19 @@ pub struct ActivityPage {
     pub total: u64,
 }
 
+/// A page of a subscription's stream as JSON bytes (see [`Store::read_page_json`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPage {
+    /// The caller's buffer with the page's activity objects appended, comma-separated.
+    pub out: Vec<u8>,
+    /// Activities appended.
+    pub count: usize,
+    /// Sequence number of the last activity appended.
+    pub last_sequence: Option<u64>,
+    /// Activities currently retained for the subscription (`total`).
+    pub total: u64,
+}
+
 /// How a poll ended, recorded when its lease is released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollResult {
@@ -404,6 +417,30 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> StoreResult<ActivityPage>;
+    /// Like [`Store::read_page`], but appends the activities' JSON objects, separated by commas,
+    /// to `out` (which may already hold a response's opening bytes) instead of returning them
+    /// one by one: the read path of List Activity, with no copy beyond the one into `out`.
+    async fn read_page_json(
+        &self,
+        subscription_id: SubscriptionId,
+        after: u64,
+        limit: usize,
+        mut out: Vec<u8>,
+    ) -> StoreResult<JsonPage> {
+        let page = self.read_page(subscription_id, after, limit).await?;
+        for (index, row) in page.activities.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(row.json.as_bytes());
+        }
+        Ok(JsonPage {
+            count: page.activities.len(),
+            last_sequence: page.activities.last().map(|row| row.sequence),
+            total: page.total,
+            out,
+        })
+    }
     /// Up to `limit` activities with sequence numbers above `after`, in order (empty for a
     /// subscription that does not exist).
     async fn read_activity(

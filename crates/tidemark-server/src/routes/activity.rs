@@ -139,39 +139,31 @@ pub async fn list(
     let account = resolve_account(&state, &caller, &account_ref).await?;
     let subscription = resolve_subscription(&state, &account, &subscription_ref).await?;
     let position = start_position(&state, &subscription, params.get("cursor"))?;
+    // The stored activity JSON goes straight from the store into the response body: no parse,
+    // no re-serialization, one copy.
+    let page_size = usize::try_from(page_size).unwrap_or(1000);
+    let mut body = Vec::with_capacity(page_size * 1400 + 256);
+    body.extend_from_slice(b"{\"objects\":[");
     let page = state
         .store
-        .read_page(
-            subscription.id,
-            position,
-            usize::try_from(page_size).unwrap_or(1000),
-        )
+        .read_page_json(subscription.id, position, page_size, body)
         .await?;
-    let next = page.activities.last().map_or(position, |row| row.sequence);
+    let next = page.last_sequence.unwrap_or(position);
     let cursor = hand_out_cursor(&state, &subscription, next).await?;
-
-    // The stored activity JSON is spliced in as is: no parse, no re-serialization.
-    let mut body = String::with_capacity(
-        page.activities
-            .iter()
-            .map(|row| row.json.len() + 1)
-            .sum::<usize>()
-            + 256,
+    let mut body = page.out;
+    body.extend_from_slice(b"],\"cursor\":");
+    body.extend_from_slice(
+        serde_json::to_string(&cursor)
+            .map_err(|e| ApiError::internal(&e))?
+            .as_bytes(),
     );
-    body.push_str("{\"objects\":[");
-    for (index, row) in page.activities.iter().enumerate() {
-        if index > 0 {
-            body.push(',');
-        }
-        body.push_str(&row.json);
-    }
-    body.push_str("],\"cursor\":");
-    body.push_str(&serde_json::to_string(&cursor).map_err(|e| ApiError::internal(&e))?);
-    body.push_str(&format!(
-        ",\"count\":{},\"total\":{},\"type\":\"object_list\",\"api\":\"activity\"}}",
-        page.activities.len(),
-        page.total
-    ));
+    body.extend_from_slice(
+        format!(
+            ",\"count\":{},\"total\":{},\"type\":\"object_list\",\"api\":\"activity\"}}",
+            page.count, page.total
+        )
+        .as_bytes(),
+    );
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

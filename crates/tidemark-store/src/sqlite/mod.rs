@@ -22,7 +22,7 @@ use tidemark_model::{
 };
 
 use crate::{
-    AccountPatch, ActivityPage, ApiKey, CommitBatch, CommitOutcome, Lease, NewAccount,
+    AccountPatch, ActivityPage, ApiKey, CommitBatch, CommitOutcome, JsonPage, Lease, NewAccount,
     NewSubscription, PollResult, PollState, SecretDigest, Store, StoreError, StoreResult,
     StoredActivity,
 };
@@ -794,38 +794,54 @@ impl Store for SqliteStore {
         after: u64,
         limit: usize,
     ) -> StoreResult<ActivityPage> {
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
-            // One read transaction: the total and the rows come from the same snapshot.
-            let tx = conn.unchecked_transaction()?;
-            let total: i64 = tx
-                .query_row(
-                    "SELECT retained_count FROM subscriptions WHERE id = ?1",
-                    [subscription_id],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or(StoreError::NotFound("subscription"))?;
-            let mut activities = Vec::with_capacity(usize::try_from(limit.min(1000)).unwrap_or(0));
-            {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT sequence, committed_at, body FROM activity \
-                     WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
-                )?;
-                let mut rows = stmt.query(params![subscription_id, after, limit])?;
-                while let Some(row) = rows.next()? {
+            let mut activities = Vec::with_capacity(limit.min(1000));
+            let total = scan_page(
+                conn,
+                subscription_id,
+                after,
+                limit,
+                |sequence, committed_at, json| {
                     activities.push(StoredActivity {
-                        sequence: row.get::<_, i64>(0)?.unsigned_abs(),
-                        committed_at: from_micros(row.get(1)?)?,
-                        json: row.get(2)?,
+                        sequence,
+                        committed_at: from_micros(committed_at)?,
+                        json: String::from_utf8(json.to_vec()).map_err(|_| {
+                            StoreError::Corrupt(format!("activity {sequence} is not UTF-8"))
+                        })?,
                     });
+                    Ok(())
+                },
+            )?;
+            Ok(ActivityPage { activities, total })
+        })
+        .await
+    }
+
+    async fn read_page_json(
+        &self,
+        subscription_id: SubscriptionId,
+        after: u64,
+        limit: usize,
+        mut out: Vec<u8>,
+    ) -> StoreResult<JsonPage> {
+        self.read(move |conn| {
+            let mut count = 0;
+            let mut last_sequence = None;
+            let total = scan_page(conn, subscription_id, after, limit, |sequence, _, json| {
+                if count > 0 {
+                    out.push(b',');
                 }
-            }
-            tx.finish()?;
-            Ok(ActivityPage {
-                activities,
-                total: total.unsigned_abs(),
+                // Stored bodies are JSON written by `EncodedActivity`: copied as they are.
+                out.extend_from_slice(json);
+                count += 1;
+                last_sequence = Some(sequence);
+                Ok(())
+            })?;
+            Ok(JsonPage {
+                out,
+                count,
+                last_sequence,
+                total,
             })
         })
         .await
@@ -1058,6 +1074,47 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Visits up to `limit` activities after `after` in sequence order, with the bytes of their
+/// JSON borrowed from SQLite (no copy), and returns the retained total; both come from one
+/// read transaction, so they agree.
+fn scan_page(
+    conn: &Connection,
+    subscription_id: SubscriptionId,
+    after: u64,
+    limit: usize,
+    mut visit: impl FnMut(u64, i64, &[u8]) -> StoreResult<()>,
+) -> StoreResult<u64> {
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let tx = conn.unchecked_transaction()?;
+    let total: i64 = tx
+        .query_row(
+            "SELECT retained_count FROM subscriptions WHERE id = ?1",
+            [subscription_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound("subscription"))?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT sequence, committed_at, body FROM activity \
+             WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![subscription_id, after, limit])?;
+        while let Some(row) = rows.next()? {
+            let sequence = row.get::<_, i64>(0)?.unsigned_abs();
+            let committed_at: i64 = row.get(1)?;
+            let json = row
+                .get_ref(2)?
+                .as_bytes()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            visit(sequence, committed_at, json)?;
+        }
+    }
+    tx.finish()?;
+    Ok(total.unsigned_abs())
 }
 
 /// Deletes up to `budget` of one subscription's oldest activity committed before `cutoff`.

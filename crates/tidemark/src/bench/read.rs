@@ -59,31 +59,21 @@ pub(super) async fn store_page(
     page_size: usize,
 ) -> anyhow::Result<(String, usize, usize)> {
     let position = Cursor::decode(cursor, key, subscription_id)?.position;
+    let mut body = Vec::with_capacity(page_size * 1400 + 256);
+    body.extend_from_slice(b"{\"objects\":[");
     let page = store
-        .read_page(subscription_id, position, page_size)
+        .read_page_json(subscription_id, position, page_size, body)
         .await?;
-    let last = page.activities.last().map_or(position, |row| row.sequence);
-    let next = Cursor::new(subscription_id, last).encode(key);
-    let mut body = String::with_capacity(
-        page.activities
-            .iter()
-            .map(|r| r.json.len() + 1)
-            .sum::<usize>()
-            + 200,
+    let next = Cursor::new(subscription_id, page.last_sequence.unwrap_or(position)).encode(key);
+    let mut body = page.out;
+    body.extend_from_slice(
+        format!(
+            "],\"cursor\":\"{next}\",\"count\":{},\"total\":{},\"type\":\"object_list\",\"api\":\"activity\"}}",
+            page.count, page.total
+        )
+        .as_bytes(),
     );
-    body.push_str("{\"objects\":[");
-    for (index, row) in page.activities.iter().enumerate() {
-        if index > 0 {
-            body.push(',');
-        }
-        body.push_str(&row.json);
-    }
-    body.push_str(&format!(
-        "],\"cursor\":\"{next}\",\"count\":{},\"total\":{},\"type\":\"object_list\",\"api\":\"activity\"}}",
-        page.activities.len(),
-        page.total
-    ));
-    Ok((next, body.len(), page.activities.len()))
+    Ok((next, body.len(), page.count))
 }
 
 pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
