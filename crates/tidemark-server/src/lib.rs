@@ -31,6 +31,7 @@ use tower::Layer as _;
 use tower_http::normalize_path::NormalizePathLayer;
 
 pub mod credentials;
+pub mod cursor_log;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -51,6 +52,19 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Renders `/metrics` (absent: `/metrics` answers 404).
     pub metrics: Option<PrometheusHandle>,
+    /// Cursors handed out, written to the store in batches by [`serve`].
+    pub cursors: Arc<cursor_log::CursorLog>,
+}
+
+impl AppState {
+    /// State over `store`; `metrics` renders `/metrics`.
+    pub fn new(store: Arc<dyn Store>, metrics: Option<PrometheusHandle>) -> Self {
+        AppState {
+            store,
+            metrics,
+            cursors: Arc::default(),
+        }
+    }
 }
 
 /// The whole API as a service that also accepts paths with a trailing slash.

@@ -120,10 +120,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     });
     let mut http_stop = stop_rx;
-    let state = tidemark_server::AppState {
-        store,
-        metrics: Some(metrics),
-    };
+    let state = tidemark_server::AppState::new(store, Some(metrics));
     let http_task = tokio::spawn(tidemark_server::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stopped| *stopped).await;
     }));

@@ -40,8 +40,8 @@ pub fn start_position(
     Ok(decoded.position)
 }
 
-/// Signs the cursor for `position` and records it as the subscription's `last_cursor` (unless
-/// it already is).
+/// Signs the cursor for `position` and notes it as the subscription's `last_cursor` (unless it
+/// already is; see [`crate::cursor_log`]).
 pub async fn hand_out_cursor(
     state: &AppState,
     subscription: &Subscription,
@@ -49,10 +49,7 @@ pub async fn hand_out_cursor(
 ) -> Result<String, ApiError> {
     let cursor = Cursor::new(subscription.id, position).encode(state.store.cursor_key());
     if subscription.last_cursor.as_deref() != Some(cursor.as_str()) {
-        state
-            .store
-            .record_last_cursor(subscription.id, &cursor, position)
-            .await?;
+        state.cursors.record(subscription.id, &cursor, position);
     }
     Ok(cursor)
 }

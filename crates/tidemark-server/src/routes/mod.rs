@@ -99,13 +99,16 @@ pub async fn resolve_subscription(
             .await?
             .into_iter()
             .find(|subscription| subscription.default)
+            .map(|subscription| state.cursors.overlay(subscription))
             .ok_or_else(|| ApiError::not_found("default subscription"));
     }
     let id: i64 = reference
         .parse()
         .map_err(|_| ApiError::not_found("subscription"))?;
     match state.store.get_subscription(id).await {
-        Ok(subscription) if subscription.account == account.id => Ok(subscription),
+        Ok(subscription) if subscription.account == account.id => {
+            Ok(state.cursors.overlay(subscription))
+        }
         Ok(_) | Err(tidemark_store::StoreError::NotFound(_)) => {
             Err(ApiError::not_found("subscription"))
         }

@@ -88,6 +88,25 @@ async fn test_following_cursors_returns_every_activity_once_in_order() {
         .await;
     assert_eq!(subscription["last_cursor"], again["cursor"]);
     assert!(subscription["last_cursor_updated_at"].is_string());
+    // ... and reaches the store shortly after (written in batches off the request path).
+    let newest = again["cursor"].as_str().expect("cursor").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stored = server
+            .store
+            .get_subscription(id)
+            .await
+            .expect("subscription");
+        if stored.last_cursor.as_deref() == Some(newest.as_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last_cursor never written: {:?}",
+            stored.last_cursor
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -53,10 +53,7 @@ impl TestServer {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = tidemark_server::AppState {
-            store: store.clone(),
-            metrics: None,
-        };
+        let state = tidemark_server::AppState::new(store.clone(), None);
         tokio::spawn(tidemark_server::serve(listener, state, async move {
             let _ = stopped.await;
         }));

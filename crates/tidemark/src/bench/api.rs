@@ -109,10 +109,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let state = tidemark_server::AppState {
-        store: store.clone(),
-        metrics: None,
-    };
+    let state = tidemark_server::AppState::new(store.clone(), None);
     let server = tokio::spawn(tidemark_server::serve(listener, state, async move {
         let _ = stop_rx.await;
     }));
