@@ -140,7 +140,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, writing handed-out cursors
+/// ([`cursor_log`]) meanwhile and once more at the end.
 ///
 /// # Errors
 /// Returns the server's I/O error.
@@ -149,8 +150,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let cursors = tokio::spawn(Arc::clone(&state.cursors).run(
+        Arc::clone(&state.store),
+        async move {
+            let _ = stopped_rx.await;
+        },
+    ));
     let service = axum::ServiceExt::<axum::extract::Request>::into_make_service(app(state));
-    axum::serve(listener, service)
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    // The last cursors handed out are written before returning.
+    let _ = stopped_tx.send(());
+    let _ = cursors.await;
+    served
 }

@@ -24,16 +24,18 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.list_applications().await {
         Ok(_) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"status":"ok"}"#,
+            axum::Json(Health {
+                status: "ok",
+                reason: None,
+            }),
         ),
         Err(error) => {
             tracing::warn!(%error, "health check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, "application/json")],
-                r#"{"status":"unavailable","reason":"store unreachable"}"#,
-            )
+            let health = Health {
+                status: "unavailable",
+                reason: Some("store unreachable"),
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(health))
         }
     }
 }
