@@ -308,6 +308,7 @@ impl Engine {
     /// Polls one leased subscription until it has nothing more (or its page budget is spent),
     /// then releases the lease with the outcome.
     async fn run_leased_poll(self: &Arc<Self>, lease: Lease) {
+        let _held = metrics::LeaseHeld::new();
         let started = std::time::Instant::now();
         let mut service = String::from("unknown");
         let result = self.poll_pages(&lease, &mut service).await;

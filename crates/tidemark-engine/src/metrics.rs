@@ -12,6 +12,10 @@ pub const ACTIVITIES_COMMITTED_TOTAL: &str = "tidemark_engine_activities_committ
 pub const DUPLICATES_ABSORBED_TOTAL: &str = "tidemark_engine_duplicates_absorbed_total";
 /// Activities deleted by retention.
 pub const ACTIVITIES_PRUNED_TOTAL: &str = "tidemark_engine_activities_pruned_total";
+/// Subscription leases this node holds right now (polls in progress).
+pub const LEASES_HELD: &str = "tidemark_engine_leases_held";
+/// Leases this node has taken.
+pub const LEASES_ACQUIRED_TOTAL: &str = "tidemark_engine_leases_acquired_total";
 
 /// Registers descriptions with the installed recorder (idempotent).
 pub fn describe() {
@@ -33,6 +37,14 @@ pub fn describe() {
         "Re-delivered activities absorbed by de-duplication"
     );
     metrics::describe_counter!(ACTIVITIES_PRUNED_TOTAL, "Activities deleted by retention");
+    metrics::describe_gauge!(
+        LEASES_HELD,
+        "Subscription leases this node holds (polls in progress)"
+    );
+    metrics::describe_counter!(
+        LEASES_ACQUIRED_TOTAL,
+        "Subscription leases this node has taken"
+    );
 }
 
 pub(crate) fn poll_finished(service: &str, outcome: &'static str, elapsed: Duration) {
@@ -53,4 +65,21 @@ pub(crate) fn committed(service: &str, appended: usize, duplicates: usize) {
 
 pub(crate) fn pruned(rows: u64) {
     metrics::counter!(ACTIVITIES_PRUNED_TOTAL).increment(rows);
+}
+
+/// Counts a lease as held until the guard is dropped.
+pub(crate) struct LeaseHeld;
+
+impl LeaseHeld {
+    pub(crate) fn new() -> Self {
+        metrics::counter!(LEASES_ACQUIRED_TOTAL).increment(1);
+        metrics::gauge!(LEASES_HELD).increment(1.0);
+        LeaseHeld
+    }
+}
+
+impl Drop for LeaseHeld {
+    fn drop(&mut self) {
+        metrics::gauge!(LEASES_HELD).decrement(1.0);
+    }
 }

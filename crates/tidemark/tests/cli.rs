@@ -65,10 +65,20 @@ fn test_serve_answers_health_and_metrics_then_stops_on_sigterm() {
             "sqlite://{}",
             dir.path().join("data/t.db").display()
         ))
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("serve starts");
+    // On an empty database, serve creates the first application and prints its key once.
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut first_line,
+    )
+    .expect("first line");
+    let bootstrap: serde_json::Value = serde_json::from_str(&first_line).expect("one JSON line");
+    let api_key = bootstrap["api_key"].as_str().expect("api_key").to_owned();
+    assert!(bootstrap["application_id"].is_i64(), "{bootstrap}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let health = loop {
         if let Some(response) = http_get(port, "/healthz") {
@@ -81,6 +91,27 @@ fn test_serve_answers_health_and_metrics_then_stops_on_sigterm() {
     assert!(health.contains(r#"{"status":"ok"}"#));
     let metrics = http_get(port, "/metrics").expect("metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("tidemark_http_requests_total{") && metrics.contains("route=\"/healthz\""),
+        "requests by route and status: {metrics}"
+    );
+    assert!(
+        metrics.contains("tidemark_http_request_duration_seconds"),
+        "latency: {metrics}"
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "GET /v1/application HTTP/1.1\r\nHost: localhost\r\nAuthorization: APIKey {api_key}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut application = String::new();
+    stream.read_to_string(&mut application).expect("response");
+    assert!(application.starts_with("HTTP/1.1 200"), "{application}");
+    assert!(
+        application.contains("\"track_activity\":false"),
+        "{application}"
+    );
     let pid = child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
