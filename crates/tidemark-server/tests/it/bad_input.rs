@@ -412,3 +412,111 @@ async fn test_bad_input_table() {
         failures.join("\n")
     );
 }
+
+/// Random requests (paths, ids, query strings, bodies, headers) never get a 5xx, and every
+/// error has the JSON shape (checked by `read`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_random_requests_never_cause_a_server_error() {
+    use rand::prelude::*;
+    let server = TestServer::start().await;
+    let (account, subscription) = server.account_with_subscription(&server.key()).await;
+    server.append(subscription, account.id, &["r1", "r2"]).await;
+    let mut rng = StdRng::seed_from_u64(20261122);
+    let segments = [
+        "v1",
+        "v2",
+        "accounts",
+        "me",
+        "subscriptions",
+        "default",
+        "activity",
+        "events",
+        "latest",
+        "application",
+        "keys",
+        "oauth",
+        "token",
+        "healthz",
+        "openapi.json",
+        "%00",
+        "..",
+        "%ff%fe",
+        "-1",
+        "0",
+        "18446744073709551616",
+        "9223372036854775807",
+        "",
+        "null",
+    ];
+    let ids = [account.id.to_string(), subscription.to_string()];
+    let queries = [
+        "",
+        "cursor=",
+        "cursor=%ff",
+        "page_size=1e3",
+        "page_size=%20%20",
+        "from=2026-13-45T00:00:00Z",
+        "from=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+        "page=-5",
+        "cursor=AAAA&cursor=BBBB",
+        "&&&==",
+        "page_size=18446744073709551616",
+    ];
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"null",
+        b"[]",
+        b"{\"service\": null}",
+        b"{\"config\": {\"path\": 1}}",
+        b"\xff\xfe",
+        b"{\"active\": 1e400}",
+        b"{\"monitored_resources\": [{\"resource\": \"\\u0000\"}]}",
+    ];
+    let auths = [
+        server.key(),
+        Auth::Bearer(account.token.clone()),
+        Auth::None,
+        Auth::Raw("APIKey \u{7f}".into()),
+    ];
+    for _ in 0..400 {
+        let depth = rng.random_range(1..7);
+        let mut path = String::new();
+        for _ in 0..depth {
+            path.push('/');
+            if rng.random_bool(0.2) {
+                path.push_str(ids.choose(&mut rng).expect("id"));
+            } else {
+                path.push_str(segments.choose(&mut rng).expect("segment"));
+            }
+        }
+        let query = queries.choose(&mut rng).expect("query");
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(query);
+        }
+        let method = [
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::PUT,
+        ]
+        .choose(&mut rng)
+        .expect("method")
+        .clone();
+        let body = bodies.choose(&mut rng).expect("body");
+        let auth = auths.choose(&mut rng).expect("auth");
+        let request = server
+            .request(method.clone(), &path, auth)
+            .header("Content-Type", "application/json")
+            .body(body.to_vec());
+        let Ok(response) = request.send().await else {
+            continue; // a URL the client itself refuses to send
+        };
+        let (status, body) = read(response).await;
+        assert!(
+            !status.is_server_error(),
+            "{method} {path} -> {status} {body}"
+        );
+    }
+}
