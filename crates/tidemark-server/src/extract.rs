@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -32,12 +32,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             Bytes::from_request(request, state)
                 .await
                 .map_err(|rejection| match rejection {
-                    BytesRejection::FailedToBufferBody(failure)
-                        if failure
-                            .body_text()
-                            .to_ascii_lowercase()
-                            .contains("length limit") =>
-                    {
+                    BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
                         ApiError::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "payload_too_large",
