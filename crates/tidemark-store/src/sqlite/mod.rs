@@ -169,11 +169,13 @@ async fn run_blocking<T: Send + 'static>(
 
 fn load_or_create_cursor_key(conn: &mut Connection) -> StoreResult<CursorKey> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let existing: Option<Vec<u8>> = tx
-        .query_row("SELECT value FROM meta WHERE key = 'cursor_key'", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
+    let existing: Option<Vec<u8>> = cached_row(
+        &tx,
+        "SELECT value FROM meta WHERE key = 'cursor_key'",
+        [],
+        |r| r.get(0),
+    )
+    .optional()?;
     let bytes: [u8; 32] = match existing {
         Some(bytes) => bytes
             .try_into()
@@ -192,6 +194,17 @@ fn load_or_create_cursor_key(conn: &mut Connection) -> StoreResult<CursorKey> {
 }
 
 // ---- time and row mapping ------------------------------------------------------------------
+
+/// `query_row` through the connection's statement cache: the read path runs the same few
+/// statements on every request, and parsing SQL each time showed up in profiles.
+fn cached_row<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, map)
+}
 
 fn micros(ts: DateTime<Utc>) -> i64 {
     ts.timestamp_micros()
@@ -293,7 +306,8 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
 }
 
 fn get_application_tx(conn: &Connection, id: ApplicationId) -> StoreResult<Application> {
-    conn.query_row(
+    cached_row(
+        conn,
         &format!("SELECT {APPLICATION_COLUMNS} FROM applications WHERE id = ?1"),
         [id],
         application_from_row,
@@ -303,7 +317,8 @@ fn get_application_tx(conn: &Connection, id: ApplicationId) -> StoreResult<Appli
 }
 
 fn get_account_tx(conn: &Connection, id: AccountId) -> StoreResult<Account> {
-    conn.query_row(
+    cached_row(
+        conn,
         &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
         [id],
         account_from_row,
@@ -313,7 +328,8 @@ fn get_account_tx(conn: &Connection, id: AccountId) -> StoreResult<Account> {
 }
 
 fn get_subscription_tx(conn: &Connection, id: SubscriptionId) -> StoreResult<Subscription> {
-    conn.query_row(
+    cached_row(
+        conn,
         &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1"),
         [id],
         subscription_from_row,
@@ -329,7 +345,8 @@ fn insert_subscription_tx(
 ) -> StoreResult<Subscription> {
     let account = get_account_tx(tx, new.account_id)?;
     let application = get_application_tx(tx, account.application_id)?;
-    let existing: u32 = tx.query_row(
+    let existing: u32 = cached_row(
+        tx,
         "SELECT COUNT(*) FROM subscriptions WHERE account_id = ?1",
         [new.account_id],
         |r| r.get(0),
@@ -340,7 +357,8 @@ fn insert_subscription_tx(
             new.account_id, application.max_subscriptions_per_account
         )));
     }
-    let has_default: bool = tx.query_row(
+    let has_default: bool = cached_row(
+        tx,
         "SELECT EXISTS(SELECT 1 FROM subscriptions WHERE account_id = ?1 AND is_default = 1)",
         [new.account_id],
         |r| r.get(0),
@@ -464,12 +482,14 @@ impl Store for SqliteStore {
 
     async fn delete_api_key(&self, application_id: ApplicationId, key_id: i64) -> StoreResult<()> {
         self.write(move |tx| {
-            let keys: i64 = tx.query_row(
+            let keys: i64 = cached_row(
+                tx,
                 "SELECT COUNT(*) FROM api_keys WHERE application_id = ?1",
                 [application_id],
                 |r| r.get(0),
             )?;
-            let owned: bool = tx.query_row(
+            let owned: bool = cached_row(
+                tx,
                 "SELECT EXISTS(SELECT 1 FROM api_keys WHERE id = ?1 AND application_id = ?2)",
                 params![key_id, application_id],
                 |r| r.get(0),
@@ -491,29 +511,29 @@ impl Store for SqliteStore {
 
     async fn find_api_key(&self, digest: SecretDigest) -> StoreResult<Option<ApiKey>> {
         self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE digest = ?1"),
-                    [&digest[..]],
-                    api_key_from_row,
-                )
-                .optional()?)
+            Ok(cached_row(
+                conn,
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE digest = ?1"),
+                [&digest[..]],
+                api_key_from_row,
+            )
+            .optional()?)
         })
         .await
     }
 
     async fn find_account_by_token(&self, digest: SecretDigest) -> StoreResult<Option<Account>> {
         self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    &format!(
-                        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = \
+            Ok(cached_row(
+                conn,
+                &format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = \
                          (SELECT account_id FROM account_tokens WHERE digest = ?1)"
-                    ),
-                    [&digest[..]],
-                    account_from_row,
-                )
-                .optional()?)
+                ),
+                [&digest[..]],
+                account_from_row,
+            )
+            .optional()?)
         })
         .await
     }
@@ -730,8 +750,7 @@ impl Store for SqliteStore {
             ..
         } = batch;
         self.write(move |tx| {
-            let (mut last_sequence, last_committed_at, current_token): (i64, i64, i64) = tx
-                .query_row(
+            let (mut last_sequence, last_committed_at, current_token): (i64, i64, i64) = cached_row(tx,
                     "SELECT last_sequence, last_committed_at, lease_token FROM subscriptions WHERE id = ?1",
                     [subscription_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -849,13 +868,13 @@ impl Store for SqliteStore {
 
     async fn activity_total(&self, subscription_id: SubscriptionId) -> StoreResult<u64> {
         self.read(move |conn| {
-            let total: Option<i64> = conn
-                .query_row(
-                    "SELECT retained_count FROM subscriptions WHERE id = ?1",
-                    [subscription_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let total: Option<i64> = cached_row(
+                conn,
+                "SELECT retained_count FROM subscriptions WHERE id = ?1",
+                [subscription_id],
+                |r| r.get(0),
+            )
+            .optional()?;
             total
                 .map(i64::unsigned_abs)
                 .ok_or(StoreError::NotFound("subscription"))
@@ -865,13 +884,13 @@ impl Store for SqliteStore {
 
     async fn latest_sequence(&self, subscription_id: SubscriptionId) -> StoreResult<u64> {
         self.read(move |conn| {
-            let last: Option<i64> = conn
-                .query_row(
-                    "SELECT last_sequence FROM subscriptions WHERE id = ?1",
-                    [subscription_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let last: Option<i64> = cached_row(
+                conn,
+                "SELECT last_sequence FROM subscriptions WHERE id = ?1",
+                [subscription_id],
+                |r| r.get(0),
+            )
+            .optional()?;
             last.map(i64::unsigned_abs)
                 .ok_or(StoreError::NotFound("subscription"))
         })
@@ -916,13 +935,13 @@ impl Store for SqliteStore {
         subscription_id: SubscriptionId,
     ) -> StoreResult<Option<String>> {
         self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT state FROM checkpoints WHERE subscription_id = ?1",
-                    [subscription_id],
-                    |r| r.get(0),
-                )
-                .optional()?)
+            Ok(cached_row(
+                conn,
+                "SELECT state FROM checkpoints WHERE subscription_id = ?1",
+                [subscription_id],
+                |r| r.get(0),
+            )
+            .optional()?)
         })
         .await
     }
@@ -1055,7 +1074,8 @@ impl Store for SqliteStore {
     async fn poll_state(&self, subscription_id: SubscriptionId) -> StoreResult<PollState> {
         self.read(move |conn| {
             let now = micros(Utc::now());
-            conn.query_row(
+            cached_row(
+                conn,
                 "SELECT next_poll_at, consecutive_failures, last_error, \
                  CASE WHEN lease_expires_at > ?2 THEN lease_holder END \
                  FROM subscriptions WHERE id = ?1",
@@ -1089,14 +1109,14 @@ fn scan_page(
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let tx = conn.unchecked_transaction()?;
-    let total: i64 = tx
-        .query_row(
-            "SELECT retained_count FROM subscriptions WHERE id = ?1",
-            [subscription_id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound("subscription"))?;
+    let total: i64 = cached_row(
+        &tx,
+        "SELECT retained_count FROM subscriptions WHERE id = ?1",
+        [subscription_id],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("subscription"))?;
     {
         let mut stmt = tx.prepare_cached(
             "SELECT sequence, committed_at, body FROM activity \
@@ -1129,7 +1149,8 @@ fn prune_subscription_tx(
     cutoff: i64,
     budget: usize,
 ) -> StoreResult<u64> {
-    let pruned_through: i64 = tx.query_row(
+    let pruned_through: i64 = cached_row(
+        tx,
         "SELECT pruned_through FROM subscriptions WHERE id = ?1",
         [subscription_id],
         |r| r.get(0),
