@@ -44,3 +44,49 @@ mod tests {
         assert_eq!(hint("tmk_abcdef"), "cdef");
     }
 }
+
+/// Recently verified credentials, so that a client following cursors is not looked up in the
+/// store on every page.
+///
+/// Entries live [`CACHE_TTL`]. This node forgets all of them when a key is deleted or an
+/// account is changed or deleted; another node sharing the store may honour a deleted
+/// credential for at most [`CACHE_TTL`] more.
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<SecretDigest, (std::time::Instant, crate::extract::Caller)>,
+    >,
+}
+
+/// How long a verified credential is trusted without asking the store again.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Entries kept at most (the cache is cleared when it would grow beyond).
+const CACHE_CAPACITY: usize = 10_000;
+
+impl CredentialCache {
+    /// The caller a digest was verified as, if that was less than [`CACHE_TTL`] ago.
+    pub fn get(&self, digest: &SecretDigest) -> Option<crate::extract::Caller> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(digest)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, caller)| caller.clone())
+    }
+
+    /// Remembers a verified credential.
+    pub fn put(&self, digest: SecretDigest, caller: crate::extract::Caller) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(digest, (std::time::Instant::now(), caller));
+        }
+    }
+
+    /// Forgets everything (after a key or an account changed).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}

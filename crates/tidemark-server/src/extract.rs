@@ -194,17 +194,38 @@ impl FromRequestParts<AppState> for Caller {
         if secret.is_empty() || secret.len() > crate::credentials::MAX_SECRET_LEN {
             return Err(ApiError::unauthorized("invalid credentials"));
         }
+        let known_scheme =
+            scheme.eq_ignore_ascii_case("apikey") || scheme.eq_ignore_ascii_case("bearer");
+        if known_scheme {
+            if let Some(caller) = state.credentials.get(&digest(secret)) {
+                let same_kind = matches!(
+                    (&caller, scheme.eq_ignore_ascii_case("apikey")),
+                    (Caller::Application { .. }, true) | (Caller::Account(_), false)
+                );
+                if same_kind {
+                    return Ok(caller);
+                }
+            }
+        }
         if scheme.eq_ignore_ascii_case("apikey") {
             let key = state.store.find_api_key(digest(secret)).await?;
             match key {
-                Some(key) => Ok(Caller::Application {
-                    application_id: key.application_id,
-                }),
+                Some(key) => {
+                    let caller = Caller::Application {
+                        application_id: key.application_id,
+                    };
+                    state.credentials.put(digest(secret), caller.clone());
+                    Ok(caller)
+                }
                 None => Err(ApiError::unauthorized("invalid API key")),
             }
         } else if scheme.eq_ignore_ascii_case("bearer") {
             match state.store.find_account_by_token(digest(secret)).await? {
-                Some(account) => Ok(Caller::Account(Box::new(account))),
+                Some(account) => {
+                    let caller = Caller::Account(Box::new(account));
+                    state.credentials.put(digest(secret), caller.clone());
+                    Ok(caller)
+                }
                 None => Err(ApiError::unauthorized("invalid bearer token")),
             }
         } else {

@@ -54,6 +54,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Cursors handed out, written to the store in batches by [`serve`].
     pub cursors: Arc<cursor_log::CursorLog>,
+    /// Recently verified API keys and bearer tokens.
+    pub credentials: Arc<credentials::CredentialCache>,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
             store,
             metrics,
             cursors: Arc::default(),
+            credentials: Arc::default(),
         }
     }
 }

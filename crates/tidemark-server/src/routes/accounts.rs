@@ -201,6 +201,7 @@ pub async fn update(
             },
         )
         .await?;
+    state.credentials.clear();
     Ok(Json(AccountView::new(&updated, None)))
 }
 
@@ -214,6 +215,7 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, ApiError> {
     let account = resolve_account(&state, &caller, &reference).await?;
     state.store.delete_account(account.id).await?;
+    state.credentials.clear();
     tracing::info!(account_id = account.id, "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -181,6 +181,7 @@ pub async fn delete_key(
     let application_id = caller.require_api_key()?;
     let key_id: i64 = key.parse().map_err(|_| ApiError::not_found("API key"))?;
     state.store.delete_api_key(application_id, key_id).await?;
+    state.credentials.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
