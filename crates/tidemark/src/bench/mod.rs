@@ -85,7 +85,7 @@ async fn bench_subscription(
 }
 
 /// Latency samples, summarized as percentiles.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Latencies(Vec<std::time::Duration>);
 
 impl Latencies {
