@@ -106,6 +106,17 @@ impl Params {
             .filter(|value| !value.is_empty())
     }
 
+    /// `page` (from 1, default 1) and `page_size` (1..=1000, default 100) of a listing.
+    ///
+    /// # Errors
+    /// 400 naming the parameter that is out of range.
+    pub fn pagination(&self) -> Result<(u64, u64), ApiError> {
+        Ok((
+            self.integer("page", 1..=u64::from(u32::MAX), 1)?,
+            self.integer("page_size", 1..=1000, 100)?,
+        ))
+    }
+
     /// An integer parameter within `range`, or `default` when absent.
     ///
     /// # Errors

@@ -105,6 +105,23 @@ pub async fn setup<S: Store>(store: &S) -> Subscription {
         .expect("subscription")
 }
 
+/// Leases what is due at `now` for `holder`, and returns the lease of `subscription` if it was
+/// among them.
+async fn lease_for<S: Store>(
+    store: &S,
+    subscription: &Subscription,
+    holder: &str,
+    now: chrono::DateTime<Utc>,
+    ttl: Duration,
+) -> Option<crate::Lease> {
+    store
+        .acquire_due(holder, now, ttl, 100)
+        .await
+        .expect("acquire")
+        .into_iter()
+        .find(|lease| lease.subscription_id == subscription.id)
+}
+
 fn refs(ids: &[String]) -> Vec<&str> {
     ids.iter().map(String::as_str).collect()
 }
@@ -252,27 +269,23 @@ pub async fn test_duplicate_activity_ids_are_absorbed<S: Store>(store: Arc<S>) {
 pub async fn test_failed_commit_leaves_activity_and_checkpoint_unchanged<S: Store>(store: Arc<S>) {
     let subscription = setup(&*store).await;
     let ttl = Duration::from_millis(200);
-    let first = store
-        .acquire_due("node-a", Utc::now(), ttl, 100)
+    let lease_a = lease_for(&*store, &subscription, "node-a", Utc::now(), ttl)
         .await
-        .expect("acquire");
-    let lease_a = first
-        .into_iter()
-        .find(|l| l.subscription_id == subscription.id)
         .expect("leased");
     let mut ok = batch(&subscription, &["a1", "a2"], Some("after-a"));
     ok.lease = Some(lease_a.clone());
     store.commit(ok).await.expect("current lease commits");
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = store
-        .acquire_due("node-b", Utc::now(), Duration::from_secs(30), 100)
-        .await
-        .expect("acquire");
-    let lease_b = second
-        .into_iter()
-        .find(|l| l.subscription_id == subscription.id)
-        .expect("re-leased");
+    let lease_b = lease_for(
+        &*store,
+        &subscription,
+        "node-b",
+        Utc::now(),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("re-leased");
     assert!(lease_b.token > lease_a.token, "fencing token increases");
 
     let mut stale = batch(
@@ -390,20 +403,13 @@ pub async fn test_concurrent_appenders_reader_never_skips<S: Store>(store: Arc<S
 pub async fn test_lease_exclusivity_and_expiry<S: Store>(store: Arc<S>) {
     let subscription = setup(&*store).await;
     let ttl = Duration::from_millis(300);
-    let a = store
-        .acquire_due("node-a", Utc::now(), ttl, 100)
+    let lease_a = lease_for(&*store, &subscription, "node-a", Utc::now(), ttl)
         .await
-        .expect("acquire");
-    let lease_a = a
-        .into_iter()
-        .find(|l| l.subscription_id == subscription.id)
         .expect("leased by a");
-    let b = store
-        .acquire_due("node-b", Utc::now(), ttl, 100)
-        .await
-        .expect("acquire");
     assert!(
-        b.iter().all(|l| l.subscription_id != subscription.id),
+        lease_for(&*store, &subscription, "node-b", Utc::now(), ttl)
+            .await
+            .is_none(),
         "two holders at once"
     );
     let lease_a = store
@@ -412,14 +418,15 @@ pub async fn test_lease_exclusivity_and_expiry<S: Store>(store: Arc<S>) {
         .expect("current holder renews");
 
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let b = store
-        .acquire_due("node-b", Utc::now(), Duration::from_secs(30), 100)
-        .await
-        .expect("acquire");
-    let lease_b = b
-        .into_iter()
-        .find(|l| l.subscription_id == subscription.id)
-        .expect("lapsed lease taken over");
+    let lease_b = lease_for(
+        &*store,
+        &subscription,
+        "node-b",
+        Utc::now(),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("lapsed lease taken over");
     assert_eq!(lease_b.holder, "node-b");
     assert!(matches!(
         store.renew_lease(&lease_a, ttl).await,
@@ -451,13 +458,8 @@ pub async fn test_release_schedules_next_poll_and_wake_wins<S: Store>(store: Arc
     let subscription = setup(&*store).await;
     let ttl = Duration::from_secs(30);
     let later = Utc::now() + chrono::Duration::hours(1);
-    let leases = store
-        .acquire_due("n", Utc::now(), ttl, 100)
+    let lease = lease_for(&*store, &subscription, "n", Utc::now(), ttl)
         .await
-        .expect("acquire");
-    let lease = leases
-        .into_iter()
-        .find(|l| l.subscription_id == subscription.id)
         .expect("due at creation");
     store
         .release_lease(
@@ -468,23 +470,16 @@ pub async fn test_release_schedules_next_poll_and_wake_wins<S: Store>(store: Arc
         )
         .await
         .expect("release");
-    let leases = store
-        .acquire_due("n", Utc::now(), ttl, 100)
-        .await
-        .expect("acquire");
     assert!(
-        leases.iter().all(|l| l.subscription_id != subscription.id),
+        lease_for(&*store, &subscription, "n", Utc::now(), ttl)
+            .await
+            .is_none(),
         "not due for an hour"
     );
 
     store.request_poll(subscription.id).await.expect("wake");
-    let leases = store
-        .acquire_due("n", Utc::now(), ttl, 100)
+    let lease = lease_for(&*store, &subscription, "n", Utc::now(), ttl)
         .await
-        .expect("acquire");
-    let lease = leases
-        .into_iter()
-        .find(|l| l.subscription_id == subscription.id)
         .expect("woken");
     // Woken while polling: the release must not push the next poll an hour away.
     store
@@ -515,13 +510,8 @@ pub async fn test_release_schedules_next_poll_and_wake_wins<S: Store>(store: Arc
 pub async fn test_wake_does_not_cut_a_backoff_short<S: Store>(store: Arc<S>) {
     let subscription = setup(&*store).await;
     let ttl = Duration::from_secs(30);
-    let leases = store
-        .acquire_due("n", Utc::now(), ttl, 100)
+    let lease = lease_for(&*store, &subscription, "n", Utc::now(), ttl)
         .await
-        .expect("acquire");
-    let lease = leases
-        .into_iter()
-        .find(|l| l.subscription_id == subscription.id)
         .expect("due");
     let retry_at = Utc::now() + chrono::Duration::hours(1);
     store
@@ -535,12 +525,10 @@ pub async fn test_wake_does_not_cut_a_backoff_short<S: Store>(store: Arc<S>) {
         .await
         .expect("release");
     store.request_poll(subscription.id).await.expect("wake");
-    let leases = store
-        .acquire_due("n", Utc::now(), ttl, 100)
-        .await
-        .expect("acquire");
     assert!(
-        leases.iter().all(|l| l.subscription_id != subscription.id),
+        lease_for(&*store, &subscription, "n", Utc::now(), ttl)
+            .await
+            .is_none(),
         "back-off was cut short"
     );
     let state = store.poll_state(subscription.id).await.expect("state");
@@ -553,13 +541,8 @@ pub async fn test_wake_does_not_cut_a_backoff_short<S: Store>(store: Arc<S>) {
 pub async fn test_disabled_subscription_is_not_polled<S: Store>(store: Arc<S>) {
     let subscription = setup(&*store).await;
     let ttl = Duration::from_secs(30);
-    let leases = store
-        .acquire_due("n", Utc::now(), ttl, 100)
+    let lease = lease_for(&*store, &subscription, "n", Utc::now(), ttl)
         .await
-        .expect("acquire");
-    let lease = leases
-        .into_iter()
-        .find(|l| l.subscription_id == subscription.id)
         .expect("due");
     store
         .release_lease(
@@ -581,11 +564,12 @@ pub async fn test_disabled_subscription_is_not_polled<S: Store>(store: Arc<S>) {
     assert_eq!(disabled.disable_reason, "credentials_invalid");
     store.request_poll(subscription.id).await.expect("wake");
     let later = Utc::now() + chrono::Duration::days(1);
-    let leases = store
-        .acquire_due("n", later, ttl, 100)
-        .await
-        .expect("acquire");
-    assert!(leases.iter().all(|l| l.subscription_id != subscription.id));
+    assert!(
+        lease_for(&*store, &subscription, "n", later, ttl)
+            .await
+            .is_none(),
+        "not leased"
+    );
     let reactivated = store
         .set_subscription_active(subscription.id, true, "")
         .await

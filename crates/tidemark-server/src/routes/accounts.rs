@@ -115,8 +115,7 @@ pub async fn list(
     caller: Caller,
     params: Params,
 ) -> Result<impl IntoResponse, ApiError> {
-    let page = params.integer("page", 1..=u64::from(u32::MAX), 1)?;
-    let page_size = params.integer("page_size", 1..=1000, 100)?;
+    let (page, page_size) = params.pagination()?;
     let accounts = match &caller {
         Caller::Application { application_id } => {
             state.store.list_accounts(*application_id).await?

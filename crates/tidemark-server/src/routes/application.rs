@@ -140,8 +140,7 @@ pub async fn list_keys(
     caller: Caller,
     params: Params,
 ) -> Result<impl IntoResponse, ApiError> {
-    let page = params.integer("page", 1..=u64::from(u32::MAX), 1)?;
-    let page_size = params.integer("page_size", 1..=1000, 100)?;
+    let (page, page_size) = params.pagination()?;
     let keys = state.store.list_api_keys(caller.require_api_key()?).await?;
     let views = keys.iter().map(|key| ApiKeyView::new(key, None)).collect();
     Ok(Json(ListView::paginate(views, page, page_size, "meta")))

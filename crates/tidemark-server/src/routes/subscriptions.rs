@@ -83,8 +83,7 @@ pub async fn list(
     params: Params,
 ) -> Result<impl IntoResponse, ApiError> {
     let account = resolve_account(&state, &caller, &reference).await?;
-    let page = params.integer("page", 1..=u64::from(u32::MAX), 1)?;
-    let page_size = params.integer("page_size", 1..=1000, 100)?;
+    let (page, page_size) = params.pagination()?;
     let subscriptions = state.store.list_subscriptions(account.id).await?;
     let views = subscriptions.iter().map(listed_subscription).collect();
     Ok(Json(ListView::paginate(views, page, page_size, "activity")))
