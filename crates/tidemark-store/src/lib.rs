@@ -274,6 +274,129 @@ pub struct JsonPage {
     pub total: u64,
 }
 
+/// A JSON webhook endpoint of an application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEndpoint {
+    /// Numeric id.
+    pub id: i64,
+    /// The owning application.
+    pub application_id: ApplicationId,
+    /// Where notifications are POSTed.
+    pub url: String,
+    /// EventBridge-style event pattern; `None` notifies for all activity.
+    pub filter: Option<Value>,
+    /// Disabled endpoints are not notified (their state is kept).
+    pub enabled: bool,
+    /// The Standard Webhooks signing secret (`whsec_...`).
+    pub secret: String,
+    /// When the endpoint was created.
+    pub created: DateTime<Utc>,
+    /// When it last changed.
+    pub modified: DateTime<Utc>,
+}
+
+/// A new webhook endpoint.
+#[derive(Debug, Clone)]
+pub struct NewWebhookEndpoint {
+    /// The owning application.
+    pub application_id: ApplicationId,
+    /// Where notifications are POSTed.
+    pub url: String,
+    /// Event pattern, if any.
+    pub filter: Option<Value>,
+    /// The Standard Webhooks signing secret.
+    pub secret: String,
+}
+
+/// Changes to a webhook endpoint; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    /// New URL.
+    pub url: Option<String>,
+    /// New filter (`Some(None)` removes it).
+    pub filter: Option<Option<Value>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+/// A notification due for one (endpoint, subscription), claimed by one notifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueNotification {
+    /// The endpoint to notify.
+    pub endpoint: WebhookEndpoint,
+    /// The subscription with new activity.
+    pub subscription_id: SubscriptionId,
+    /// Its account.
+    pub account_id: AccountId,
+    /// Activity above this sequence is what the notification is about.
+    pub after_sequence: u64,
+    /// The subscription's last sequence when the notification was claimed: a success covers
+    /// everything up to it.
+    pub through_sequence: u64,
+    /// Failed attempts in a row before this one.
+    pub attempts: u32,
+    /// When the current run of failures began.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Fencing token of the claim.
+    pub claim_token: i64,
+}
+
+/// How a claimed notification ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationOutcome {
+    /// Delivered (a status below 500): everything through `through_sequence` is notified.
+    Delivered,
+    /// Nothing in the range matched the endpoint's filter: covered without sending.
+    Skipped,
+    /// Failed; try again at `retry_at`.
+    Failed {
+        /// When to try again.
+        retry_at: DateTime<Utc>,
+    },
+    /// Failed for too long: stop until newer activity arrives.
+    GaveUp,
+}
+
+/// One delivery attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAttempt {
+    /// Numeric id (increasing).
+    pub id: i64,
+    /// The endpoint.
+    pub endpoint_id: i64,
+    /// The subscription notified about.
+    pub subscription_id: SubscriptionId,
+    /// Its account.
+    pub account_id: AccountId,
+    /// The stream position the notification covered.
+    pub sequence: u64,
+    /// When the attempt started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub latency: std::time::Duration,
+    /// The HTTP status, if a response came back.
+    pub status_code: Option<u16>,
+    /// Whether it counted as delivered.
+    pub success: bool,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// Which attempts to list (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct AttemptQuery {
+    /// Only successes (`Some(true)`) or failures (`Some(false)`).
+    pub success: Option<bool>,
+    /// Started at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Started before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only attempts with an id below this (paging).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// How a poll ended, recorded when its lease is released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollResult {
@@ -331,13 +454,17 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- API keys ----------------------------------------------------------------------
 
-    /// Stores a new API key's digest for an application.
+    /// Stores a new API key's digest for an application, with the key itself for signing
+    /// webhooks (`X-Kloudless-Signature` is an HMAC keyed with it).
     async fn create_api_key(
         &self,
         application_id: ApplicationId,
         digest: SecretDigest,
         hint: &str,
+        signing_key: &str,
     ) -> StoreResult<ApiKey>;
+    /// The application's oldest API key, which signs its webhooks (seed 003).
+    async fn signing_key(&self, application_id: ApplicationId) -> StoreResult<Option<String>>;
     /// An application's API keys, oldest first.
     async fn list_api_keys(&self, application_id: ApplicationId) -> StoreResult<Vec<ApiKey>>;
     /// Deletes one of an application's keys.
@@ -462,6 +589,48 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes activity committed more than its application's `retention_days` before `now`,
     /// at most `max_rows` rows per call. Returns how many were deleted.
     async fn prune_expired(&self, now: DateTime<Utc>, max_rows: usize) -> StoreResult<u64>;
+
+    // ---- webhooks ----------------------------------------------------------------------
+
+    /// Creates an endpoint. It is told about activity committed from now on: every existing
+    /// subscription of the application counts as notified through its current sequence.
+    async fn create_webhook(&self, endpoint: NewWebhookEndpoint) -> StoreResult<WebhookEndpoint>;
+    /// An application's endpoints, by id.
+    async fn list_webhooks(
+        &self,
+        application_id: ApplicationId,
+    ) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// One endpoint.
+    async fn get_webhook(&self, id: i64) -> StoreResult<WebhookEndpoint>;
+    /// Changes an endpoint.
+    async fn update_webhook(&self, id: i64, patch: WebhookPatch) -> StoreResult<WebhookEndpoint>;
+    /// Deletes an endpoint with its delivery state and attempts.
+    async fn delete_webhook(&self, id: i64) -> StoreResult<()>;
+    /// Claims up to `limit` due notifications (at most one in flight per endpoint and
+    /// subscription) until `now + ttl`.
+    async fn claim_due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<DueNotification>>;
+    /// Records how a claimed notification ended, and its attempt if one was made. A claim that
+    /// was taken over meanwhile changes nothing but the attempts log.
+    async fn finish_notification(
+        &self,
+        due: &DueNotification,
+        outcome: NotificationOutcome,
+        attempt: Option<WebhookAttempt>,
+    ) -> StoreResult<()>;
+    /// An endpoint's attempts, newest first.
+    async fn list_webhook_attempts(
+        &self,
+        endpoint_id: i64,
+        query: AttemptQuery,
+    ) -> StoreResult<Vec<WebhookAttempt>>;
+    /// Makes every subscription with a failed attempt since `since` due again at once (its
+    /// back-off and any give-up forgotten). Returns how many.
+    async fn recover_webhook(&self, endpoint_id: i64, since: DateTime<Utc>) -> StoreResult<u64>;
 
     // ---- checkpoints, leases and scheduling --------------------------------------------
 

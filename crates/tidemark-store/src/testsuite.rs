@@ -47,6 +47,8 @@ macro_rules! store_test_suite {
             test_account_tokens_resolve_and_die_with_their_account,
             test_account_updates_and_default_subscription_moves,
             test_last_cursor_only_moves_forward,
+            test_webhook_notifications_are_claimed_once_and_coalesced,
+            test_oldest_api_key_signs,
         );
     };
     (@tests $factory:ident; $($name:ident,)*) => {
@@ -811,15 +813,15 @@ pub async fn test_api_keys_are_found_by_digest_and_scoped_to_their_application<S
     let mine = store.create_application("mine").await.expect("app");
     let theirs = store.create_application("theirs").await.expect("app");
     let first = store
-        .create_api_key(mine.id, [1; 32], "aaaa")
+        .create_api_key(mine.id, [1; 32], "aaaa", "key-one")
         .await
         .expect("key");
     let second = store
-        .create_api_key(mine.id, [2; 32], "bbbb")
+        .create_api_key(mine.id, [2; 32], "bbbb", "key-two")
         .await
         .expect("key");
     let foreign = store
-        .create_api_key(theirs.id, [3; 32], "cccc")
+        .create_api_key(theirs.id, [3; 32], "cccc", "key-three")
         .await
         .expect("key");
     assert_eq!(
@@ -847,7 +849,7 @@ pub async fn test_api_keys_are_found_by_digest_and_scoped_to_their_application<S
     ));
     assert!(
         store
-            .create_api_key(mine.id, [2; 32], "dupe")
+            .create_api_key(mine.id, [2; 32], "dupe", "key-dupe")
             .await
             .is_err(),
         "digests are unique"
@@ -972,4 +974,236 @@ pub async fn test_last_cursor_only_moves_forward<S: Store>(store: Arc<S>) {
             .await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+fn new_endpoint(application_id: i64) -> crate::NewWebhookEndpoint {
+    crate::NewWebhookEndpoint {
+        application_id,
+        url: "http://127.0.0.1:9/hook".into(),
+        filter: None,
+        secret: "whsec_test".into(),
+    }
+}
+
+/// Webhook notifications: due only for activity after the endpoint existed, one claim at a
+/// time per (endpoint, subscription), coalesced through the subscription's last sequence at
+/// claim time, fenced, and given up until newer activity.
+pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let account = store
+        .get_account(subscription.account)
+        .await
+        .expect("account");
+    store
+        .commit(batch(&subscription, &["before"], None))
+        .await
+        .expect("commit");
+    let endpoint = store
+        .create_webhook(new_endpoint(account.application_id))
+        .await
+        .expect("endpoint");
+    let ttl = Duration::from_secs(30);
+    assert!(
+        store
+            .claim_due_notifications(Utc::now(), ttl, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "activity from before the endpoint existed is not announced"
+    );
+    store
+        .commit(batch(&subscription, &["a", "b", "c"], None))
+        .await
+        .expect("commit");
+    let due = store
+        .claim_due_notifications(Utc::now(), ttl, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 1, "one notification for three activities");
+    let first = due[0].clone();
+    assert_eq!((first.after_sequence, first.through_sequence), (1, 4));
+    assert_eq!(first.endpoint.id, endpoint.id);
+    // In flight: no second claim, even with newer activity.
+    store
+        .commit(batch(&subscription, &["d"], None))
+        .await
+        .expect("commit");
+    assert!(store
+        .claim_due_notifications(Utc::now(), ttl, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    store
+        .finish_notification(&first, crate::NotificationOutcome::Delivered, None)
+        .await
+        .expect("finish");
+    // Activity committed after the delivered one began is due again.
+    let due = store
+        .claim_due_notifications(Utc::now(), ttl, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 1);
+    let second = due[0].clone();
+    assert_eq!((second.after_sequence, second.through_sequence), (4, 5));
+
+    // A failure is retried at its time; a claim taken over cannot finish.
+    let retry_at = Utc::now() + chrono::Duration::seconds(60);
+    let attempt = crate::WebhookAttempt {
+        id: 0,
+        endpoint_id: endpoint.id,
+        subscription_id: subscription.id,
+        account_id: account.id,
+        sequence: 5,
+        started_at: Utc::now(),
+        latency: Duration::from_millis(12),
+        status_code: Some(503),
+        success: false,
+        error: Some("503 Service Unavailable".into()),
+    };
+    store
+        .finish_notification(
+            &second,
+            crate::NotificationOutcome::Failed { retry_at },
+            Some(attempt),
+        )
+        .await
+        .expect("finish");
+    assert!(store
+        .claim_due_notifications(Utc::now(), ttl, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    let retried = store
+        .claim_due_notifications(retry_at + chrono::Duration::seconds(1), ttl, 10)
+        .await
+        .expect("claim");
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].attempts, 1);
+    assert!(retried[0].failing_since.is_some());
+    let stale = second.clone();
+    store
+        .finish_notification(&stale, crate::NotificationOutcome::Delivered, None)
+        .await
+        .expect("stale finish is a no-op");
+    // Give up: not due again until newer activity.
+    store
+        .finish_notification(&retried[0], crate::NotificationOutcome::GaveUp, None)
+        .await
+        .expect("give up");
+    let later = Utc::now() + chrono::Duration::days(2);
+    assert!(store
+        .claim_due_notifications(later, ttl, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    store
+        .commit(batch(&subscription, &["e"], None))
+        .await
+        .expect("commit");
+    let revived = store
+        .claim_due_notifications(later, ttl, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        revived.len(),
+        1,
+        "new activity restarts a given-up notification"
+    );
+    assert_eq!((revived[0].attempts, revived[0].failing_since), (0, None));
+
+    // The attempts log, newest first, filterable; recovery makes failed ones due again.
+    let attempts = store
+        .list_webhook_attempts(
+            endpoint.id,
+            crate::AttemptQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].status_code, attempts[0].success),
+        (Some(503), false)
+    );
+    let successes = store
+        .list_webhook_attempts(
+            endpoint.id,
+            crate::AttemptQuery {
+                success: Some(true),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("attempts");
+    assert!(successes.is_empty());
+    store
+        .finish_notification(&revived[0], crate::NotificationOutcome::GaveUp, None)
+        .await
+        .expect("give up");
+    let recovered = store
+        .recover_webhook(endpoint.id, Utc::now() - chrono::Duration::hours(1))
+        .await
+        .expect("recover");
+    assert_eq!(recovered, 1);
+    assert_eq!(
+        store
+            .claim_due_notifications(Utc::now(), ttl, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+
+    // Disabled endpoints are not notified; deleting removes them.
+    let disabled = store
+        .update_webhook(
+            endpoint.id,
+            crate::WebhookPatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("disable");
+    assert!(!disabled.enabled);
+    store
+        .commit(batch(&subscription, &["f"], None))
+        .await
+        .expect("commit");
+    assert!(store
+        .claim_due_notifications(later, ttl, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    store.delete_webhook(endpoint.id).await.expect("delete");
+    assert!(matches!(
+        store.get_webhook(endpoint.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// The oldest API key signs an application's webhooks.
+pub async fn test_oldest_api_key_signs<S: Store>(store: Arc<S>) {
+    let application = store.create_application("signing").await.expect("app");
+    assert_eq!(store.signing_key(application.id).await.expect("key"), None);
+    store
+        .create_api_key(application.id, [4; 32], "old1", "oldest-key")
+        .await
+        .expect("key");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .create_api_key(application.id, [5; 32], "new1", "newer-key")
+        .await
+        .expect("key");
+    assert_eq!(
+        store
+            .signing_key(application.id)
+            .await
+            .expect("key")
+            .as_deref(),
+        Some("oldest-key")
+    );
 }

@@ -161,6 +161,7 @@ pub async fn create_key(
             application_id,
             credentials::digest(&secret),
             &credentials::hint(&secret),
+            &secret,
         )
         .await?;
     Ok((
@@ -201,6 +202,7 @@ pub async fn bootstrap_application(
             application.id,
             credentials::digest(&secret),
             &credentials::hint(&secret),
+            &secret,
         )
         .await?;
     Ok((application.id, secret))

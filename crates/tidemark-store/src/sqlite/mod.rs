@@ -16,15 +16,17 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
+use serde_json::Value;
 use tidemark_model::{
     Account, AccountId, Application, ApplicationId, CursorKey, MonitoredResource, Subscription,
     SubscriptionId, SubscriptionType,
 };
 
 use crate::{
-    AccountPatch, ActivityPage, ApiKey, CommitBatch, CommitOutcome, JsonPage, Lease, NewAccount,
-    NewSubscription, PollResult, PollState, SecretDigest, Store, StoreError, StoreResult,
-    StoredActivity,
+    AccountPatch, ActivityPage, ApiKey, AttemptQuery, CommitBatch, CommitOutcome, DueNotification,
+    JsonPage, Lease, NewAccount, NewSubscription, NewWebhookEndpoint, NotificationOutcome,
+    PollResult, PollState, SecretDigest, Store, StoreError, StoreResult, StoredActivity,
+    WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
 
 mod migrations;
@@ -251,6 +253,39 @@ fn application_from_row(row: &Row<'_>) -> rusqlite::Result<Application> {
     })
 }
 
+const WEBHOOK_COLUMNS: &str = "id, application_id, url, filter, enabled, secret, created, modified";
+
+fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<WebhookEndpoint> {
+    let filter: Option<String> = row.get(3)?;
+    let filter = filter
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+        })?;
+    Ok(WebhookEndpoint {
+        id: row.get(0)?,
+        application_id: row.get(1)?,
+        url: row.get(2)?,
+        filter,
+        enabled: row.get(4)?,
+        secret: row.get(5)?,
+        created: column_time(row, 6)?,
+        modified: column_time(row, 7)?,
+    })
+}
+
+fn get_webhook_tx(conn: &Connection, id: i64) -> StoreResult<WebhookEndpoint> {
+    cached_row(
+        conn,
+        &format!("SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE id = ?1"),
+        [id],
+        webhook_from_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("webhook"))
+}
+
 const API_KEY_COLUMNS: &str = "id, application_id, hint, created";
 
 fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
@@ -455,14 +490,16 @@ impl Store for SqliteStore {
         application_id: ApplicationId,
         digest: SecretDigest,
         hint: &str,
+        signing_key: &str,
     ) -> StoreResult<ApiKey> {
         let hint = hint.to_owned();
+        let signing_key = signing_key.to_owned();
         self.write(move |tx| {
             get_application_tx(tx, application_id)?;
             let created = Utc::now();
             tx.execute(
-                "INSERT INTO api_keys (application_id, digest, hint, created) VALUES (?1, ?2, ?3, ?4)",
-                params![application_id, &digest[..], hint, micros(created)],
+                "INSERT INTO api_keys (application_id, digest, hint, created, signing_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![application_id, &digest[..], hint, micros(created), signing_key],
             )?;
             Ok(ApiKey { id: tx.last_insert_rowid(), application_id, hint, created: from_micros(micros(created))? })
         })
@@ -555,6 +592,270 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound("account"));
             }
             get_account_tx(tx, id)
+        })
+        .await
+    }
+
+    async fn signing_key(&self, application_id: ApplicationId) -> StoreResult<Option<String>> {
+        self.read(move |conn| {
+            Ok(cached_row(
+                conn,
+                "SELECT signing_key FROM api_keys WHERE application_id = ?1 AND signing_key IS NOT NULL \
+                 ORDER BY created, id LIMIT 1",
+                [application_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_webhook(&self, endpoint: NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
+        let filter = endpoint.filter.as_ref().map(Value::to_string);
+        self.write(move |tx| {
+            get_application_tx(tx, endpoint.application_id)?;
+            let now = micros(Utc::now());
+            tx.execute(
+                "INSERT INTO webhook_endpoints (application_id, url, filter, enabled, secret, created, modified) \
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5)",
+                params![endpoint.application_id, endpoint.url, filter, endpoint.secret, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            // Told about activity committed from now on.
+            tx.execute(
+                "INSERT INTO webhook_deliveries (endpoint_id, subscription_id, notified_sequence) \
+                 SELECT ?1, s.id, s.last_sequence FROM subscriptions s JOIN accounts a ON a.id = s.account_id \
+                 WHERE a.application_id = ?2",
+                params![id, endpoint.application_id],
+            )?;
+            get_webhook_tx(tx, id)
+        })
+        .await
+    }
+
+    async fn list_webhooks(
+        &self,
+        application_id: ApplicationId,
+    ) -> StoreResult<Vec<WebhookEndpoint>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE application_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([application_id], webhook_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn get_webhook(&self, id: i64) -> StoreResult<WebhookEndpoint> {
+        self.read(move |conn| get_webhook_tx(conn, id)).await
+    }
+
+    async fn update_webhook(&self, id: i64, patch: WebhookPatch) -> StoreResult<WebhookEndpoint> {
+        self.write(move |tx| {
+            let current = get_webhook_tx(tx, id)?;
+            let url = patch.url.unwrap_or(current.url);
+            let filter = patch.filter.unwrap_or(current.filter).map(|f| f.to_string());
+            let enabled = patch.enabled.unwrap_or(current.enabled);
+            tx.execute(
+                "UPDATE webhook_endpoints SET url = ?2, filter = ?3, enabled = ?4, modified = ?5 WHERE id = ?1",
+                params![id, url, filter, enabled, micros(Utc::now())],
+            )?;
+            get_webhook_tx(tx, id)
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, id: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            if tx.execute("DELETE FROM webhook_endpoints WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound("webhook"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<DueNotification>> {
+        let claimed_until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.write(move |tx| {
+            let candidates: Vec<(i64, i64, i64, i64, i64, i64, Option<i64>)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT e.id, s.id, s.account_id, s.last_sequence, \
+                     MAX(COALESCE(d.notified_sequence, 0), COALESCE(d.given_up_sequence, 0)), \
+                     COALESCE(d.attempts, 0), d.failing_since \
+                     FROM webhook_endpoints e \
+                     JOIN accounts a ON a.application_id = e.application_id \
+                     JOIN subscriptions s ON s.account_id = a.id \
+                     LEFT JOIN webhook_deliveries d ON d.endpoint_id = e.id AND d.subscription_id = s.id \
+                     WHERE e.enabled = 1 \
+                     AND s.last_sequence > MAX(COALESCE(d.notified_sequence, 0), COALESCE(d.given_up_sequence, 0)) \
+                     AND COALESCE(d.next_attempt_at, 0) <= ?1 \
+                     AND (d.claimed_until IS NULL OR d.claimed_until <= ?1) \
+                     ORDER BY COALESCE(d.next_attempt_at, 0) LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![micros(now), limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            let mut due = Vec::with_capacity(candidates.len());
+            let mut claim = tx.prepare_cached(
+                "INSERT INTO webhook_deliveries (endpoint_id, subscription_id, attempt_sequence, claimed_until, claim_token) \
+                 VALUES (?1, ?2, ?3, ?4, 1) \
+                 ON CONFLICT (endpoint_id, subscription_id) DO UPDATE SET attempt_sequence = excluded.attempt_sequence, \
+                 claimed_until = excluded.claimed_until, claim_token = claim_token + 1 \
+                 RETURNING claim_token",
+            )?;
+            let mut endpoints: std::collections::HashMap<i64, WebhookEndpoint> = std::collections::HashMap::new();
+            for (endpoint_id, subscription_id, account_id, last, after, attempts, failing_since) in candidates {
+                let token: i64 = claim.query_row(
+                    params![endpoint_id, subscription_id, last, micros(claimed_until)],
+                    |r| r.get(0),
+                )?;
+                let endpoint = match endpoints.get(&endpoint_id) {
+                    Some(endpoint) => endpoint.clone(),
+                    None => {
+                        let endpoint = get_webhook_tx(tx, endpoint_id)?;
+                        endpoints.insert(endpoint_id, endpoint.clone());
+                        endpoint
+                    }
+                };
+                due.push(DueNotification {
+                    endpoint,
+                    subscription_id,
+                    account_id,
+                    after_sequence: after.unsigned_abs(),
+                    through_sequence: last.unsigned_abs(),
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    failing_since: failing_since.map(from_micros).transpose()?,
+                    claim_token: token,
+                });
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn finish_notification(
+        &self,
+        due: &DueNotification,
+        outcome: NotificationOutcome,
+        attempt: Option<WebhookAttempt>,
+    ) -> StoreResult<()> {
+        let (endpoint_id, subscription_id, token) =
+            (due.endpoint.id, due.subscription_id, due.claim_token);
+        let through = i64::try_from(due.through_sequence).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            if let Some(attempt) = &attempt {
+                tx.execute(
+                    "INSERT INTO webhook_attempts (endpoint_id, subscription_id, account_id, sequence, started_at, \
+                     latency_us, status_code, success, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        attempt.endpoint_id,
+                        attempt.subscription_id,
+                        attempt.account_id,
+                        i64::try_from(attempt.sequence).unwrap_or(i64::MAX),
+                        micros(attempt.started_at),
+                        i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
+                        attempt.status_code,
+                        attempt.success,
+                        attempt.error,
+                    ],
+                )?;
+            }
+            let fence = "WHERE endpoint_id = ?1 AND subscription_id = ?2 AND claim_token = ?3";
+            match outcome {
+                NotificationOutcome::Delivered | NotificationOutcome::Skipped => tx.execute(
+                    &format!(
+                        "UPDATE webhook_deliveries SET notified_sequence = MAX(notified_sequence, ?4), attempts = 0, \
+                         failing_since = NULL, next_attempt_at = 0, claimed_until = NULL {fence}"
+                    ),
+                    params![endpoint_id, subscription_id, token, through],
+                )?,
+                NotificationOutcome::Failed { retry_at } => tx.execute(
+                    &format!(
+                        "UPDATE webhook_deliveries SET attempts = attempts + 1, \
+                         failing_since = COALESCE(failing_since, ?4), next_attempt_at = ?5, claimed_until = NULL {fence}"
+                    ),
+                    params![
+                        endpoint_id,
+                        subscription_id,
+                        token,
+                        attempt.as_ref().map_or_else(|| micros(Utc::now()), |a| micros(a.started_at)),
+                        micros(retry_at)
+                    ],
+                )?,
+                NotificationOutcome::GaveUp => tx.execute(
+                    &format!(
+                        "UPDATE webhook_deliveries SET given_up_sequence = MAX(given_up_sequence, ?4), attempts = 0, \
+                         failing_since = NULL, next_attempt_at = 0, claimed_until = NULL {fence}"
+                    ),
+                    params![endpoint_id, subscription_id, token, through],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_webhook_attempts(
+        &self,
+        endpoint_id: i64,
+        query: AttemptQuery,
+    ) -> StoreResult<Vec<WebhookAttempt>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, endpoint_id, subscription_id, account_id, sequence, started_at, latency_us, \
+                 status_code, success, error FROM webhook_attempts WHERE endpoint_id = ?1 \
+                 AND (?2 IS NULL OR success = ?2) AND (?3 IS NULL OR started_at >= ?3) \
+                 AND (?4 IS NULL OR started_at < ?4) AND (?5 IS NULL OR id < ?5) \
+                 ORDER BY id DESC LIMIT ?6",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    endpoint_id,
+                    query.success,
+                    query.since.map(micros),
+                    query.until.map(micros),
+                    query.before_id,
+                    i64::try_from(query.limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok(WebhookAttempt {
+                        id: r.get(0)?,
+                        endpoint_id: r.get(1)?,
+                        subscription_id: r.get(2)?,
+                        account_id: r.get(3)?,
+                        sequence: r.get::<_, i64>(4)?.unsigned_abs(),
+                        started_at: column_time(r, 5)?,
+                        latency: Duration::from_micros(r.get::<_, i64>(6)?.unsigned_abs()),
+                        status_code: r.get(7)?,
+                        success: r.get(8)?,
+                        error: r.get(9)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn recover_webhook(&self, endpoint_id: i64, since: DateTime<Utc>) -> StoreResult<u64> {
+        self.write(move |tx| {
+            get_webhook_tx(tx, endpoint_id)?;
+            let changed = tx.execute(
+                "UPDATE webhook_deliveries SET given_up_sequence = 0, attempts = 0, failing_since = NULL, \
+                 next_attempt_at = 0 WHERE endpoint_id = ?1 AND subscription_id IN \
+                 (SELECT subscription_id FROM webhook_attempts WHERE endpoint_id = ?1 AND success = 0 AND started_at >= ?2)",
+                params![endpoint_id, micros(since)],
+            )?;
+            Ok(changed as u64)
         })
         .await
     }
