@@ -18,6 +18,7 @@ use utoipa::Modify;
         (name = "activity", description = "Activity streams, followed by cursor"),
         (name = "events", description = "The v1 event stream of an account's default subscription"),
         (name = "application", description = "The application's settings, API keys and token introspection"),
+        (name = "webhooks", description = "JSON webhook endpoints, their attempts, and recovery"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]

@@ -107,6 +107,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.node_id = node_id;
     }
     let engine = Engine::new(Arc::clone(&store), config);
+    let notifier = tidemark_notify::webhooks::Notifier::new(
+        Arc::clone(&store),
+        tidemark_notify::webhooks::NotifierConfig::default(),
+    )
+    .context("starting the webhook notifier")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -119,6 +124,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
     });
+    // Every commit wakes the notifier, so webhooks leave at once (it also scans on its own).
+    let mut commits = engine.subscribe_commits();
+    let waker = Arc::clone(&notifier);
+    let wake_task = tokio::spawn(async move {
+        // A lagged receiver still means "there was a commit".
+        while !matches!(
+            commits.recv().await,
+            Err(tokio::sync::broadcast::error::RecvError::Closed)
+        ) {
+            waker.wake();
+        }
+    });
+    let notifier_task = tokio::spawn({
+        let mut stop = stop_rx.clone();
+        Arc::clone(&notifier).run(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+    });
     let mut http_stop = stop_rx;
     let state = tidemark_server::AppState::new(store, Some(metrics));
     let http_task = tokio::spawn(tidemark_server::serve(listener, state, async move {
@@ -128,6 +151,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     engine_task.await.context("engine task")?;
+    notifier_task.await.context("notifier task")?;
+    wake_task.abort();
     http_task.await.context("http task")??;
     Ok(())
 }

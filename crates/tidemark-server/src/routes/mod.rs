@@ -14,6 +14,7 @@ pub mod application;
 mod events;
 mod operational;
 mod subscriptions;
+mod webhooks;
 
 /// Routes under both `/v1` and `/v2`: accounts, subscriptions, activity.
 pub fn account_routes() -> OpenApiRouter<AppState> {
@@ -43,6 +44,10 @@ pub fn application_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(application::get, application::update))
         .routes(routes!(application::list_keys, application::create_key))
         .routes(routes!(application::delete_key))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::attempts))
+        .routes(routes!(webhooks::recover))
 }
 
 /// `/healthz`, `/metrics`, `/openapi.json` (no authentication).

@@ -12,3 +12,4 @@ mod kloudless_sdk;
 mod openapi;
 mod subscriptions;
 mod tenancy;
+mod webhooks;

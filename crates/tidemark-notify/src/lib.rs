@@ -1,0 +1,16 @@
+//! Notifications: telling applications that a subscription has new activity.
+//!
+//! This crate owns webhook delivery (signing, coalescing, retries, the attempts log) and the
+//! EventBridge-style event patterns that filter what is sent. It reads the stream and keeps
+//! its delivery state through the [`tidemark_store::Store`]; it does not poll upstreams and
+//! serves no HTTP.
+//!
+//! # Layout
+//! - [`filter`]: event patterns (seed 003's `{"detail": {"activity": {"v1": {"type": ["add"]}}}}`).
+//! - [`signing`]: `X-Kloudless-Signature` and the Standard Webhooks headers.
+//! - [`webhooks`]: the [`webhooks::Notifier`] that finds due notifications and delivers them.
+
+pub mod filter;
+pub mod metrics;
+pub mod signing;
+pub mod webhooks;
