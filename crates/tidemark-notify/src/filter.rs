@@ -988,7 +988,7 @@ mod tests {
             |levels: usize| (0..levels).fold(json!(["leaf"]), |inner, _| json!({"k": inner}));
         assert!(EventPattern::parse(&nest(10)).is_ok());
         let too_deep = PatternError::TooDeep {
-            path: vec!["k"; 11].join("."),
+            path: ["k"; 11].join("."),
             max: 10,
         };
         assert_eq!(EventPattern::parse(&nest(11)), Err(too_deep));

@@ -75,7 +75,7 @@ impl Default for NotifierConfig {
             backoff_max: Duration::from_secs(15 * 60),
             backoff_jitter: 0.2,
             give_up_after: Duration::from_secs(24 * 3600),
-            claim_ttl: Duration::from_secs(300),
+            claim_ttl: Duration::from_secs(60),
             max_in_flight: 256,
             max_in_flight_per_endpoint: 16,
             scan_interval: Duration::from_millis(500),
