@@ -237,7 +237,22 @@ pub struct Notifier {
     wake: Notify,
     global: Arc<Semaphore>,
     per_endpoint: Mutex<HashMap<i64, Arc<Semaphore>>>,
+    /// Finished notifications, written to the store in batches by [`Notifier::run`].
+    finished: tokio::sync::mpsc::UnboundedSender<Finished>,
+    finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Finished>>>,
+    /// The applications' signing keys, read at most once a second.
+    signing_keys: Mutex<HashMap<i64, (Instant, Option<String>)>>,
+    /// Outcomes handed to the recorder and not yet written.
+    unrecorded: std::sync::atomic::AtomicUsize,
 }
+
+/// A notification's outcome, waiting to be recorded.
+type Finished = (DueNotification, NotificationOutcome, Option<WebhookAttempt>);
+
+/// How long an application's signing key is reused before it is read again.
+const SIGNING_KEY_TTL: Duration = Duration::from_secs(1);
+/// Outcomes recorded in one store transaction at most.
+const FINISH_BATCH: usize = 512;
 
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -253,6 +268,7 @@ impl Notifier {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(store: Arc<dyn Store>, config: NotifierConfig) -> Result<Arc<Self>, reqwest::Error> {
+        let (finished, finished_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Notifier {
             sender: Sender::new(&config)?,
             global: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -260,6 +276,10 @@ impl Notifier {
             config,
             wake: Notify::new(),
             per_endpoint: Mutex::new(HashMap::new()),
+            finished,
+            finished_rx: Mutex::new(Some(finished_rx)),
+            signing_keys: Mutex::new(HashMap::new()),
+            unrecorded: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -271,6 +291,12 @@ impl Notifier {
     /// Delivers until `shutdown` resolves, then waits for deliveries in flight.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let recorder = self
+            .finished_rx
+            .lock()
+            .ok()
+            .and_then(|mut rx| rx.take())
+            .map(|rx| tokio::spawn(Arc::clone(&self).record_finished(rx)));
         loop {
             self.dispatch_due().await;
             tokio::select! {
@@ -281,6 +307,79 @@ impl Notifier {
         }
         let all = u32::try_from(self.config.max_in_flight.max(1)).unwrap_or(u32::MAX);
         let _ = self.global.acquire_many(all).await;
+        // Every delivery has handed over its outcome; let the recorder write the last ones.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.unrecorded.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(recorder) = recorder {
+            recorder.abort();
+            let _ = recorder.await;
+        }
+        if let Ok(mut rx) = self.finished_rx.lock() {
+            drop(rx.take());
+        }
+    }
+
+    /// Writes finished notifications in batches (one transaction for whatever has gathered),
+    /// then looks for newly due ones.
+    async fn record_finished(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Finished>,
+    ) {
+        let mut batch = Vec::with_capacity(FINISH_BATCH);
+        while rx.recv_many(&mut batch, FINISH_BATCH).await > 0 {
+            let count = batch.len();
+            if let Err(error) = self
+                .store
+                .finish_notifications(std::mem::take(&mut batch))
+                .await
+            {
+                tracing::warn!(%error, count, "could not record webhook outcomes; they will be sent again");
+            }
+            self.unrecorded
+                .fetch_sub(count, std::sync::atomic::Ordering::SeqCst);
+            self.wake();
+        }
+    }
+
+    fn finish(
+        &self,
+        due: DueNotification,
+        outcome: NotificationOutcome,
+        attempt: Option<WebhookAttempt>,
+    ) {
+        self.unrecorded
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.finished.send((due, outcome, attempt)).is_err() {
+            self.unrecorded
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!("notifier stopped before recording an outcome; it will be sent again");
+        }
+    }
+
+    async fn signing_key(&self, application_id: i64) -> Option<String> {
+        if let Ok(cache) = self.signing_keys.lock() {
+            if let Some((at, key)) = cache.get(&application_id) {
+                if at.elapsed() < SIGNING_KEY_TTL {
+                    return key.clone();
+                }
+            }
+        }
+        match self.store.signing_key(application_id).await {
+            Ok(key) => {
+                if let Ok(mut cache) = self.signing_keys.lock() {
+                    cache.insert(application_id, (Instant::now(), key.clone()));
+                }
+                key
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not read the signing key");
+                None
+            }
+        }
     }
 
     async fn dispatch_due(self: &Arc<Self>) {
@@ -331,13 +430,7 @@ impl Notifier {
         match self.matches_filter(&due).await {
             Ok(true) => {}
             Ok(false) => {
-                if let Err(error) = self
-                    .store
-                    .finish_notification(&due, NotificationOutcome::Skipped, None)
-                    .await
-                {
-                    tracing::warn!(%error, "could not record a filtered-out notification");
-                }
+                self.finish(due, NotificationOutcome::Skipped, None);
                 return;
             }
             Err(error) => {
@@ -348,13 +441,7 @@ impl Notifier {
             &json!({ "account": due.account_id, "subscription": due.subscription_id }),
         )
         .unwrap_or_default();
-        let api_key = match self.store.signing_key(due.endpoint.application_id).await {
-            Ok(key) => key,
-            Err(error) => {
-                tracing::warn!(%error, "could not read the signing key");
-                None
-            }
-        };
+        let api_key = self.signing_key(due.endpoint.application_id).await;
         // One id per notification, the same for its retries, so receivers can de-duplicate.
         let message_id = format!(
             "msg_{}_{}_{}",
@@ -406,13 +493,7 @@ impl Notifier {
             success: result.success,
             error: result.error,
         };
-        if let Err(error) = self
-            .store
-            .finish_notification(&due, outcome, Some(attempt))
-            .await
-        {
-            tracing::warn!(%error, "could not record a webhook attempt");
-        }
+        self.finish(due, outcome, Some(attempt));
     }
 
     /// Whether any activity in the notification's range matches the endpoint's filter (true

@@ -622,6 +622,17 @@ pub trait Store: Send + Sync + 'static {
         outcome: NotificationOutcome,
         attempt: Option<WebhookAttempt>,
     ) -> StoreResult<()>;
+    /// [`Store::finish_notification`] for many notifications at once (one transaction where
+    /// the store can).
+    async fn finish_notifications(
+        &self,
+        finished: Vec<(DueNotification, NotificationOutcome, Option<WebhookAttempt>)>,
+    ) -> StoreResult<()> {
+        for (due, outcome, attempt) in finished {
+            self.finish_notification(&due, outcome, attempt).await?;
+        }
+        Ok(())
+    }
     /// An endpoint's attempts, newest first.
     async fn list_webhook_attempts(
         &self,

@@ -748,57 +748,19 @@ impl Store for SqliteStore {
         outcome: NotificationOutcome,
         attempt: Option<WebhookAttempt>,
     ) -> StoreResult<()> {
-        let (endpoint_id, subscription_id, token) =
-            (due.endpoint.id, due.subscription_id, due.claim_token);
-        let through = i64::try_from(due.through_sequence).unwrap_or(i64::MAX);
+        let due = due.clone();
+        self.write(move |tx| finish_notification_tx(tx, &due, outcome, attempt.as_ref()))
+            .await
+    }
+
+    async fn finish_notifications(
+        &self,
+        finished: Vec<(DueNotification, NotificationOutcome, Option<WebhookAttempt>)>,
+    ) -> StoreResult<()> {
         self.write(move |tx| {
-            if let Some(attempt) = &attempt {
-                tx.execute(
-                    "INSERT INTO webhook_attempts (endpoint_id, subscription_id, account_id, sequence, started_at, \
-                     latency_us, status_code, success, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        attempt.endpoint_id,
-                        attempt.subscription_id,
-                        attempt.account_id,
-                        i64::try_from(attempt.sequence).unwrap_or(i64::MAX),
-                        micros(attempt.started_at),
-                        i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
-                        attempt.status_code,
-                        attempt.success,
-                        attempt.error,
-                    ],
-                )?;
+            for (due, outcome, attempt) in finished {
+                finish_notification_tx(tx, &due, outcome, attempt.as_ref())?;
             }
-            let fence = "WHERE endpoint_id = ?1 AND subscription_id = ?2 AND claim_token = ?3";
-            match outcome {
-                NotificationOutcome::Delivered | NotificationOutcome::Skipped => tx.execute(
-                    &format!(
-                        "UPDATE webhook_deliveries SET notified_sequence = MAX(notified_sequence, ?4), attempts = 0, \
-                         failing_since = NULL, next_attempt_at = 0, claimed_until = NULL {fence}"
-                    ),
-                    params![endpoint_id, subscription_id, token, through],
-                )?,
-                NotificationOutcome::Failed { retry_at } => tx.execute(
-                    &format!(
-                        "UPDATE webhook_deliveries SET attempts = attempts + 1, \
-                         failing_since = COALESCE(failing_since, ?4), next_attempt_at = ?5, claimed_until = NULL {fence}"
-                    ),
-                    params![
-                        endpoint_id,
-                        subscription_id,
-                        token,
-                        attempt.as_ref().map_or_else(|| micros(Utc::now()), |a| micros(a.started_at)),
-                        micros(retry_at)
-                    ],
-                )?,
-                NotificationOutcome::GaveUp => tx.execute(
-                    &format!(
-                        "UPDATE webhook_deliveries SET given_up_sequence = MAX(given_up_sequence, ?4), attempts = 0, \
-                         failing_since = NULL, next_attempt_at = 0, claimed_until = NULL {fence}"
-                    ),
-                    params![endpoint_id, subscription_id, token, through],
-                )?,
-            };
             Ok(())
         })
         .await
@@ -1395,6 +1357,66 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Records how one claimed notification ended (see [`Store::finish_notification`]).
+fn finish_notification_tx(
+    tx: &Transaction<'_>,
+    due: &DueNotification,
+    outcome: NotificationOutcome,
+    attempt: Option<&WebhookAttempt>,
+) -> StoreResult<()> {
+    let (endpoint_id, subscription_id, token) =
+        (due.endpoint.id, due.subscription_id, due.claim_token);
+    let through = i64::try_from(due.through_sequence).unwrap_or(i64::MAX);
+    if let Some(attempt) = attempt {
+        tx.execute(
+                    "INSERT INTO webhook_attempts (endpoint_id, subscription_id, account_id, sequence, started_at, \
+                     latency_us, status_code, success, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        attempt.endpoint_id,
+                        attempt.subscription_id,
+                        attempt.account_id,
+                        i64::try_from(attempt.sequence).unwrap_or(i64::MAX),
+                        micros(attempt.started_at),
+                        i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
+                        attempt.status_code,
+                        attempt.success,
+                        attempt.error,
+                    ],
+                )?;
+    }
+    let fence = "WHERE endpoint_id = ?1 AND subscription_id = ?2 AND claim_token = ?3";
+    match outcome {
+                NotificationOutcome::Delivered | NotificationOutcome::Skipped => tx.execute(
+                    &format!(
+                        "UPDATE webhook_deliveries SET notified_sequence = MAX(notified_sequence, ?4), attempts = 0, \
+                         failing_since = NULL, next_attempt_at = 0, claimed_until = NULL {fence}"
+                    ),
+                    params![endpoint_id, subscription_id, token, through],
+                )?,
+                NotificationOutcome::Failed { retry_at } => tx.execute(
+                    &format!(
+                        "UPDATE webhook_deliveries SET attempts = attempts + 1, \
+                         failing_since = COALESCE(failing_since, ?4), next_attempt_at = ?5, claimed_until = NULL {fence}"
+                    ),
+                    params![
+                        endpoint_id,
+                        subscription_id,
+                        token,
+                        attempt.as_ref().map_or_else(|| micros(Utc::now()), |a| micros(a.started_at)),
+                        micros(retry_at)
+                    ],
+                )?,
+                NotificationOutcome::GaveUp => tx.execute(
+                    &format!(
+                        "UPDATE webhook_deliveries SET given_up_sequence = MAX(given_up_sequence, ?4), attempts = 0, \
+                         failing_since = NULL, next_attempt_at = 0, claimed_until = NULL {fence}"
+                    ),
+                    params![endpoint_id, subscription_id, token, through],
+                )?,
+            };
+    Ok(())
 }
 
 /// Visits up to `limit` activities after `after` in sequence order, with the bytes of their

@@ -11,6 +11,7 @@ mod api;
 mod ingest;
 mod read;
 mod synthetic;
+mod webhooks;
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
@@ -22,6 +23,8 @@ pub enum BenchCommand {
     Read(read::ReadArgs),
     /// List Activity over HTTP with concurrent readers, against the same reads at the store.
     Api(api::ApiArgs),
+    /// Webhook deliveries per second, commit-to-receipt latency and coalescing.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 /// Where benchmark databases are written.
@@ -48,6 +51,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Read(args) => read::run(args).await,
         BenchCommand::Api(args) => api::run(args).await,
+        BenchCommand::Webhooks(args) => webhooks::run(args).await,
     }
 }
 
