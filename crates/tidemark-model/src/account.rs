@@ -45,9 +45,17 @@ pub struct Application {
     pub retention_days: Option<u32>,
     /// How many subscriptions one account may have (Kloudless: 1).
     pub max_subscriptions_per_account: u32,
+    /// Whether webhooks may target private and loopback addresses (true by default, for
+    /// self-hosting; false keeps webhooks from probing internal networks).
+    #[serde(default = "allowed")]
+    pub allow_private_webhook_targets: bool,
     /// When the application was created.
     #[serde(with = "crate::time::iso")]
     pub created: DateTime<Utc>,
+}
+
+fn allowed() -> bool {
+    true
 }
 
 /// One connected upstream account.

@@ -126,6 +126,66 @@ pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
     Ok(parsed)
 }
 
+/// Whether an address is private, loopback, link-local or otherwise not on the public internet.
+pub fn is_private_address(address: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)) // shared address space
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || a >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private_address(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Checks where a webhook would go: when private targets are not allowed, every address the
+/// host resolves to must be public.
+///
+/// # Errors
+/// A message naming the private address, or the resolution failure.
+pub async fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
+    if allow_private {
+        return Ok(());
+    }
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addresses = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("`url` host `{host}` does not resolve: {e}"))?;
+    for address in addresses {
+        if is_private_address(address.ip()) {
+            return Err(format!(
+                "`url` resolves to the private address {}, and this application does not allow private webhook targets",
+                address.ip()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What one HTTP attempt produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptResult {
@@ -241,9 +301,17 @@ pub struct Notifier {
     finished: tokio::sync::mpsc::UnboundedSender<Finished>,
     finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Finished>>>,
     /// The applications' signing keys, read at most once a second.
-    signing_keys: Mutex<HashMap<i64, (Instant, Option<String>)>>,
+    signing_keys: Mutex<HashMap<i64, (Instant, ApplicationSettings)>>,
     /// Outcomes handed to the recorder and not yet written.
     unrecorded: std::sync::atomic::AtomicUsize,
+}
+
+/// What delivery needs to know of an application: its signing key and whether private
+/// targets are allowed.
+#[derive(Debug, Clone)]
+struct ApplicationSettings {
+    signing_key: Option<String>,
+    allow_private_targets: bool,
 }
 
 /// A notification's outcome, waiting to be recorded.
@@ -360,26 +428,37 @@ impl Notifier {
         }
     }
 
-    async fn signing_key(&self, application_id: i64) -> Option<String> {
+    async fn application_settings(&self, application_id: i64) -> ApplicationSettings {
         if let Ok(cache) = self.signing_keys.lock() {
-            if let Some((at, key)) = cache.get(&application_id) {
+            if let Some((at, settings)) = cache.get(&application_id) {
                 if at.elapsed() < SIGNING_KEY_TTL {
-                    return key.clone();
+                    return settings.clone();
                 }
             }
         }
-        match self.store.signing_key(application_id).await {
-            Ok(key) => {
-                if let Ok(mut cache) = self.signing_keys.lock() {
-                    cache.insert(application_id, (Instant::now(), key.clone()));
-                }
-                key
-            }
-            Err(error) => {
+        let signing_key = self
+            .store
+            .signing_key(application_id)
+            .await
+            .unwrap_or_else(|error| {
                 tracing::warn!(%error, "could not read the signing key");
                 None
-            }
+            });
+        // Unknown settings count as the safe choice: private targets refused.
+        let allow_private_targets = self
+            .store
+            .get_application(application_id)
+            .await
+            .map(|application| application.allow_private_webhook_targets)
+            .unwrap_or(false);
+        let settings = ApplicationSettings {
+            signing_key,
+            allow_private_targets,
+        };
+        if let Ok(mut cache) = self.signing_keys.lock() {
+            cache.insert(application_id, (Instant::now(), settings.clone()));
         }
+        settings
     }
 
     async fn dispatch_due(self: &Arc<Self>) {
@@ -441,7 +520,7 @@ impl Notifier {
             &json!({ "account": due.account_id, "subscription": due.subscription_id }),
         )
         .unwrap_or_default();
-        let api_key = self.signing_key(due.endpoint.application_id).await;
+        let settings = self.application_settings(due.endpoint.application_id).await;
         // One id per notification, the same for its retries, so receivers can de-duplicate.
         let message_id = format!(
             "msg_{}_{}_{}",
@@ -449,16 +528,33 @@ impl Notifier {
         );
         let started_at = Utc::now();
         let timer = Instant::now();
-        let result = self
-            .sender
-            .post(
-                &due.endpoint.url,
-                body,
-                api_key.as_deref(),
-                &due.endpoint.secret,
-                &message_id,
-            )
-            .await;
+        let target_refused = if settings.allow_private_targets {
+            None
+        } else {
+            match check_url(&due.endpoint.url) {
+                Ok(url) => check_target(&url, false).await.err(),
+                Err(error) => Some(error),
+            }
+        };
+        let result = match target_refused {
+            Some(error) => AttemptResult {
+                status: None,
+                success: false,
+                error: Some(error),
+                body: String::new(),
+            },
+            None => {
+                self.sender
+                    .post(
+                        &due.endpoint.url,
+                        body,
+                        settings.signing_key.as_deref(),
+                        &due.endpoint.secret,
+                        &message_id,
+                    )
+                    .await
+            }
+        };
         let latency = timer.elapsed();
         crate::metrics::attempt(result.success, latency);
         let outcome = if result.success {
@@ -564,5 +660,40 @@ mod tests {
             .map(|failures| config.retry_delay(failures).as_secs())
             .collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]);
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::is_private_address;
+
+    #[test]
+    fn test_private_addresses_are_recognised() {
+        for private in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(
+                is_private_address(private.parse().expect("ip")),
+                "{private}"
+            );
+        }
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!is_private_address(public.parse().expect("ip")), "{public}");
+        }
     }
 }

@@ -94,6 +94,8 @@ pub struct ApplicationView {
     pub retention_days: Option<u32>,
     /// Subscriptions one account may have.
     pub max_subscriptions_per_account: u32,
+    /// Whether webhooks may target private and loopback addresses.
+    pub allow_private_webhook_targets: bool,
     /// When the application was created.
     #[serde(with = "tidemark_model::time::iso")]
     #[schema(value_type = String, format = DateTime)]
@@ -115,6 +117,7 @@ impl From<&Application> for ApplicationView {
             track_activity: application.track_activity,
             retention_days: application.retention_days,
             max_subscriptions_per_account: application.max_subscriptions_per_account,
+            allow_private_webhook_targets: application.allow_private_webhook_targets,
             created: application.created,
             kind: "application",
             api: "meta",

@@ -31,6 +31,10 @@ pub struct UpdateApplication {
     /// Subscriptions one account may have (1..=100).
     #[serde(default)]
     max_subscriptions_per_account: Option<u32>,
+    /// Whether webhooks may target private and loopback addresses (`false` refuses them, so
+    /// webhooks cannot be used to probe internal networks).
+    #[serde(default)]
+    allow_private_webhook_targets: Option<bool>,
 }
 
 /// What a bearer token is (`GET /v1/oauth/token`).
@@ -124,6 +128,9 @@ pub async fn update(
             ));
         }
         application.max_subscriptions_per_account = limit;
+    }
+    if let Some(allow) = body.allow_private_webhook_targets {
+        application.allow_private_webhook_targets = allow;
     }
     let updated = state.store.update_application(&application).await?;
     Ok(Json(

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidemark_notify::filter::EventPattern;
-use tidemark_notify::webhooks::{check_url, NotifierConfig, Sender};
+use tidemark_notify::webhooks::{check_target, check_url, NotifierConfig, Sender};
 use tidemark_store::{
     AttemptQuery, NewWebhookEndpoint, WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
@@ -266,7 +266,11 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> Result<impl IntoResponse, ApiError> {
     let application_id = caller.require_api_key()?;
-    check_url(&body.url).map_err(ApiError::invalid)?;
+    let target = check_url(&body.url).map_err(ApiError::invalid)?;
+    let application = state.store.get_application(application_id).await?;
+    check_target(&target, application.allow_private_webhook_targets)
+        .await
+        .map_err(ApiError::invalid)?;
     check_filter(&body.filter)?;
     let secret = tidemark_notify::signing::new_endpoint_secret();
     test_endpoint(&state, application_id, &body.url, &secret).await?;
@@ -309,7 +313,11 @@ pub async fn update(
 ) -> Result<impl IntoResponse, ApiError> {
     let endpoint = owned_webhook(&state, &caller, &id).await?;
     if let Some(url) = &body.url {
-        check_url(url).map_err(ApiError::invalid)?;
+        let target = check_url(url).map_err(ApiError::invalid)?;
+        let application = state.store.get_application(endpoint.application_id).await?;
+        check_target(&target, application.allow_private_webhook_targets)
+            .await
+            .map_err(ApiError::invalid)?;
         test_endpoint(&state, endpoint.application_id, url, &endpoint.secret).await?;
     }
     if let Some(filter) = &body.filter {

@@ -607,3 +607,57 @@ async fn test_both_signatures_verify_with_stock_code() {
     );
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_private_targets_can_be_refused_by_the_application() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start(server.application_id).await;
+    let (_, application) = server.get("/v1/application", &server.key()).await;
+    assert_eq!(
+        application["allow_private_webhook_targets"], true,
+        "allowed by default, for self-hosting"
+    );
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            "/v1/application",
+            &server.key(),
+            Some(json!({"allow_private_webhook_targets": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for url in [
+        receiver.url.clone(),
+        "http://localhost:9/x".into(),
+        "http://[::1]:9/x".into(),
+        "http://10.1.2.3/x".into(),
+        "http://169.254.169.254/latest/meta-data".into(),
+    ] {
+        let (status, error) = server
+            .call(
+                Method::POST,
+                "/v1/webhooks",
+                &server.key(),
+                Some(json!({"url": url})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("private address"),
+            "{url}: {error}"
+        );
+    }
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            "/v1/application",
+            &server.key(),
+            Some(json!({"allow_private_webhook_targets": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    create_endpoint(&server, &receiver.url, None).await;
+}

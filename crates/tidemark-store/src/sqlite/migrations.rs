@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_credentials.sql"),
     include_str!("../../migrations/sqlite/0003_webhooks.sql"),
+    include_str!("../../migrations/sqlite/0004_webhook_targets.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -239,8 +239,8 @@ fn column_json<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> r
     })
 }
 
-const APPLICATION_COLUMNS: &str =
-    "id, name, track_activity, retention_days, max_subscriptions_per_account, created";
+const APPLICATION_COLUMNS: &str = "id, name, track_activity, retention_days, \
+    max_subscriptions_per_account, created, allow_private_webhook_targets";
 
 fn application_from_row(row: &Row<'_>) -> rusqlite::Result<Application> {
     Ok(Application {
@@ -250,6 +250,7 @@ fn application_from_row(row: &Row<'_>) -> rusqlite::Result<Application> {
         retention_days: row.get(3)?,
         max_subscriptions_per_account: row.get(4)?,
         created: column_time(row, 5)?,
+        allow_private_webhook_targets: row.get(6)?,
     })
 }
 
@@ -468,13 +469,14 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let changed = tx.execute(
                 "UPDATE applications SET name = ?2, track_activity = ?3, retention_days = ?4, \
-                 max_subscriptions_per_account = ?5 WHERE id = ?1",
+                 max_subscriptions_per_account = ?5, allow_private_webhook_targets = ?6 WHERE id = ?1",
                 params![
                     app.id,
                     app.name,
                     app.track_activity,
                     app.retention_days,
-                    app.max_subscriptions_per_account
+                    app.max_subscriptions_per_account,
+                    app.allow_private_webhook_targets
                 ],
             )?;
             if changed == 0 {
