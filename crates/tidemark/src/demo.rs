@@ -107,7 +107,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(workspace.path().join("tidemark.db"))?);
-    let application = store.create_application("demo").await?;
+    // An application with an API key, so webhooks carry X-Kloudless-Signature too.
+    let (application_id, _) = tidemark_server::bootstrap_application(&*store, "demo", None).await?;
+    let application = store.get_application(application_id).await?;
     let account = store
         .create_account(NewAccount {
             application_id: application.id,
@@ -141,6 +143,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let engine_task = tokio::spawn(Arc::clone(&engine).run(async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
     }));
+
+    // A webhook receiver on loopback, told by the real notifier whenever activity is committed.
+    let receiver_url = start_webhook_receiver(application.id).await?;
+    store
+        .create_webhook(tidemark_store::NewWebhookEndpoint {
+            application_id: application.id,
+            url: receiver_url.clone(),
+            filter: None,
+            secret: tidemark_notify::signing::new_endpoint_secret(),
+        })
+        .await?;
+    println!("  webhooks go to {receiver_url}; each one is shown as it arrives\n");
+    let notifier = tidemark_notify::webhooks::Notifier::new(
+        Arc::clone(&store),
+        tidemark_notify::webhooks::NotifierConfig::default(),
+    )?;
+    let mut notifier_stop = stop_tx.subscribe();
+    let notifier_task = tokio::spawn(Arc::clone(&notifier).run(async move {
+        let _ = notifier_stop.wait_for(|stopped| *stopped).await;
+    }));
+    let mut commits = engine.subscribe_commits();
+    let waker = Arc::clone(&notifier);
+    let wake_task = tokio::spawn(async move {
+        while !matches!(
+            commits.recv().await,
+            Err(tokio::sync::broadcast::error::RecvError::Closed)
+        ) {
+            waker.wake();
+        }
+    });
 
     // The first poll records the baseline; changes after it become activity.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -186,6 +218,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let total = store.latest_sequence(subscription.id).await?;
     let _ = stop_tx.send(true);
     engine_task.await?;
+    notifier_task.await?;
+    wake_task.abort();
     printer.abort();
     println!(
         "\n{total} activities in the stream of subscription {}. Done.",
@@ -216,4 +250,34 @@ async fn print_stream(store: Arc<dyn Store>, engine: Arc<Engine>, subscription_i
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), commits.recv()).await;
     }
+}
+
+/// Answers the webhook test request with the application id and prints every notification.
+async fn start_webhook_receiver(application_id: i64) -> anyhow::Result<String> {
+    use axum::routing::post;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/webhook", listener.local_addr()?);
+    let app = axum::Router::new().route(
+        "/webhook",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                if body.as_ref() != b"{}" {
+                    let signed = headers.contains_key("webhook-signature")
+                        && headers.contains_key("x-kloudless-signature");
+                    println!(
+                        "        webhook  {} {}",
+                        String::from_utf8_lossy(&body),
+                        if signed {
+                            "(signed twice)"
+                        } else {
+                            "(unsigned!)"
+                        }
+                    );
+                }
+                application_id.to_string()
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
 }

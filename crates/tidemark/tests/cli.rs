@@ -26,6 +26,7 @@ fn test_demo_prints_the_activity_of_real_file_changes() {
         "update   move     file    /reports/q3.txt -> /archive/q3.txt",
         "delete   unknown  file    /notes-final.md",
         "8 activities in the stream",
+        "webhook  {\"account\":1,\"subscription\":1} (signed twice)",
     ] {
         assert!(
             stdout.contains(expected),
