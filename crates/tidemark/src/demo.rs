@@ -155,24 +155,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .await?;
     println!("  webhooks go to {receiver_url}; each one is shown as it arrives\n");
-    let notifier = tidemark_notify::webhooks::Notifier::new(
-        Arc::clone(&store),
-        tidemark_notify::webhooks::NotifierConfig::default(),
-    )?;
-    let mut notifier_stop = stop_tx.subscribe();
-    let notifier_task = tokio::spawn(Arc::clone(&notifier).run(async move {
-        let _ = notifier_stop.wait_for(|stopped| *stopped).await;
-    }));
-    let mut commits = engine.subscribe_commits();
-    let waker = Arc::clone(&notifier);
-    let wake_task = tokio::spawn(async move {
-        while !matches!(
-            commits.recv().await,
-            Err(tokio::sync::broadcast::error::RecvError::Closed)
-        ) {
-            waker.wake();
-        }
-    });
+    let notifier = crate::serve::start_notifier(&store, &engine, stop_tx.subscribe())?;
 
     // The first poll records the baseline; changes after it become activity.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -218,8 +201,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let total = store.latest_sequence(subscription.id).await?;
     let _ = stop_tx.send(true);
     engine_task.await?;
-    notifier_task.await?;
-    wake_task.abort();
+    notifier.stopped().await;
     printer.abort();
     println!(
         "\n{total} activities in the stream of subscription {}. Done.",

@@ -107,11 +107,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.node_id = node_id;
     }
     let engine = Engine::new(Arc::clone(&store), config);
-    let notifier = tidemark_notify::webhooks::Notifier::new(
-        Arc::clone(&store),
-        tidemark_notify::webhooks::NotifierConfig::default(),
-    )
-    .context("starting the webhook notifier")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -124,24 +119,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
     });
-    // Every commit wakes the notifier, so webhooks leave at once (it also scans on its own).
-    let mut commits = engine.subscribe_commits();
-    let waker = Arc::clone(&notifier);
-    let wake_task = tokio::spawn(async move {
-        // A lagged receiver still means "there was a commit".
-        while !matches!(
-            commits.recv().await,
-            Err(tokio::sync::broadcast::error::RecvError::Closed)
-        ) {
-            waker.wake();
-        }
-    });
-    let notifier_task = tokio::spawn({
-        let mut stop = stop_rx.clone();
-        Arc::clone(&notifier).run(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })
-    });
+    let notifier = start_notifier(&store, &engine, stop_rx.clone())?;
     let mut http_stop = stop_rx;
     let state = tidemark_server::AppState::new(store, Some(metrics));
     let http_task = tokio::spawn(tidemark_server::serve(listener, state, async move {
@@ -151,8 +129,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     engine_task.await.context("engine task")?;
-    notifier_task.await.context("notifier task")?;
-    wake_task.abort();
+    notifier.stopped().await;
     http_task.await.context("http task")??;
     Ok(())
 }
@@ -169,4 +146,47 @@ pub async fn app(command: AppCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The webhook notifier, running until `stop` turns true, woken by every commit of `engine`
+/// so webhooks leave at once (it also looks for due notifications on its own).
+pub struct RunningNotifier {
+    task: tokio::task::JoinHandle<()>,
+    waker: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNotifier {
+    /// Waits for the notifier to finish its deliveries after `stop`.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+        self.waker.abort();
+    }
+}
+
+/// Starts the notifier for `store`, woken by `engine`'s commits.
+pub fn start_notifier(
+    store: &Arc<dyn tidemark_store::Store>,
+    engine: &Arc<Engine>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<RunningNotifier> {
+    let notifier = tidemark_notify::webhooks::Notifier::new(
+        Arc::clone(store),
+        tidemark_notify::webhooks::NotifierConfig::default(),
+    )
+    .context("starting the webhook notifier")?;
+    let mut commits = engine.subscribe_commits();
+    let awake = Arc::clone(&notifier);
+    let waker = tokio::spawn(async move {
+        // A lagged receiver still means "there was a commit".
+        while !matches!(
+            commits.recv().await,
+            Err(tokio::sync::broadcast::error::RecvError::Closed)
+        ) {
+            awake.wake();
+        }
+    });
+    let task = tokio::spawn(notifier.run(async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }));
+    Ok(RunningNotifier { task, waker })
 }
