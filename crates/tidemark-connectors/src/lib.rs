@@ -40,7 +40,11 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tidemark_model::{Account, Activity, Subscription};
 
+mod feed;
+pub mod http;
+pub mod jive;
 pub mod local;
+pub mod onna;
 
 /// A connector's opaque position in its upstream, committed with the activity it produced.
 ///
@@ -100,6 +104,11 @@ pub enum ConnectorError {
     /// A failure that may go away (network, 5xx, the upstream not reachable right now).
     #[error("transient upstream failure: {0}")]
     Transient(String),
+    /// The upstream answered something this connector cannot read (malformed JSON, a missing
+    /// field, a 4xx to a request it should have accepted). Retried with back-off, never
+    /// skipped: the checkpoint does not move past what could not be read.
+    #[error("unreadable upstream response: {0}")]
+    BadResponse(String),
     /// The stored checkpoint cannot be read by this connector.
     #[error("corrupt checkpoint: {0}")]
     CorruptCheckpoint(String),
@@ -113,20 +122,24 @@ impl ConnectorError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            ConnectorError::RateLimited { .. } | ConnectorError::Transient(_)
+            ConnectorError::RateLimited { .. }
+                | ConnectorError::Transient(_)
+                | ConnectorError::BadResponse(_)
         )
     }
 
     /// The subscription's `disable_reason` when this error is permanent.
     pub fn disable_reason(&self) -> Option<&'static str> {
         match self {
-            ConnectorError::Unauthorized(_) => Some("credentials_invalid"),
+            ConnectorError::Unauthorized(_) => Some("invalid_credentials"),
             ConnectorError::BadConfig(_) | ConnectorError::UnknownService(_) => {
                 Some("invalid_config")
             }
             ConnectorError::CorruptCheckpoint(_) => Some("corrupt_checkpoint"),
             ConnectorError::Unsupported(_) => Some("not_supported"),
-            ConnectorError::RateLimited { .. } | ConnectorError::Transient(_) => None,
+            ConnectorError::RateLimited { .. }
+            | ConnectorError::Transient(_)
+            | ConnectorError::BadResponse(_) => None,
         }
     }
 }
@@ -239,7 +252,9 @@ pub type BuildConnector = fn(config: &Value) -> Result<Arc<dyn Connector>, Conne
 /// are registered.
 static REGISTRY: LazyLock<BTreeMap<&'static str, BuildConnector>> = LazyLock::new(|| {
     let mut registry: BTreeMap<&'static str, BuildConnector> = BTreeMap::new();
+    registry.insert(jive::SERVICE, jive::build);
     registry.insert(local::SERVICE, local::build);
+    registry.insert(onna::SERVICE, onna::build);
     registry
 });
 
@@ -325,7 +340,7 @@ mod tests {
         assert!(!ConnectorError::Unauthorized("x".into()).is_retriable());
         assert_eq!(
             ConnectorError::Unauthorized("x".into()).disable_reason(),
-            Some("credentials_invalid")
+            Some("invalid_credentials")
         );
         assert_eq!(
             ConnectorError::CorruptCheckpoint("x".into()).disable_reason(),

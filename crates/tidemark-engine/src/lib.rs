@@ -606,6 +606,7 @@ fn error_label(error: &ConnectorError) -> &'static str {
     match error {
         ConnectorError::RateLimited { .. } => "rate_limited",
         ConnectorError::Transient(_) => "transient",
+        ConnectorError::BadResponse(_) => "bad_response",
         ConnectorError::Unauthorized(_) => "unauthorized",
         ConnectorError::BadConfig(_) | ConnectorError::UnknownService(_) => "bad_config",
         ConnectorError::CorruptCheckpoint(_) => "corrupt_checkpoint",

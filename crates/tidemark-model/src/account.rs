@@ -235,7 +235,7 @@ pub struct Subscription {
     pub account: AccountId,
     /// Whether activity is monitored.
     pub active: bool,
-    /// Why the subscription is inactive (`deactivated_by_user`, `credentials_invalid`, ...);
+    /// Why the subscription is inactive (`deactivated_by_user`, `invalid_credentials`, ...);
     /// empty while active.
     pub disable_reason: String,
     /// What the subscription does.

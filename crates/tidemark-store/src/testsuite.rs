@@ -550,7 +550,7 @@ pub async fn test_disabled_subscription_is_not_polled<S: Store>(store: Arc<S>) {
         .release_lease(
             &lease,
             PollResult::Disabled {
-                reason: "credentials_invalid".into(),
+                reason: "invalid_credentials".into(),
                 error: "401".into(),
             },
         )
@@ -563,7 +563,7 @@ pub async fn test_disabled_subscription_is_not_polled<S: Store>(store: Arc<S>) {
         .expect("list active");
     assert!(active.iter().all(|s| s.id != subscription.id));
     assert!(!disabled.active);
-    assert_eq!(disabled.disable_reason, "credentials_invalid");
+    assert_eq!(disabled.disable_reason, "invalid_credentials");
     store.request_poll(subscription.id).await.expect("wake");
     let later = Utc::now() + chrono::Duration::days(1);
     assert!(

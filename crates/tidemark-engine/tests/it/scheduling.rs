@@ -268,7 +268,7 @@ async fn test_unauthorized_deactivates_the_subscription() {
     })
     .await;
     let subscription = h.store.get_subscription(id).await.expect("sub");
-    assert_eq!(subscription.disable_reason, "credentials_invalid");
+    assert_eq!(subscription.disable_reason, "invalid_credentials");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         h.probe.polls.load(Ordering::SeqCst),
