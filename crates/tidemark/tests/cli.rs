@@ -1,5 +1,6 @@
 //! The `tidemark` command, run as a process: the demo prints live activity; `serve` answers
-//! `/healthz` and `/metrics` and stops cleanly; bad arguments get clear errors.
+//! `/healthz` and `/metrics` and stops cleanly; `app create` prints a working API key; bad
+//! arguments get clear errors.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -185,4 +186,112 @@ fn test_small_benchmarks_run_and_report_ratios() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains(r#""pages":4"#), "{stdout}");
+}
+
+/// A `tidemark serve` process, killed when dropped (a failing test leaves no server behind).
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on the SQLite file `db` (with `extra` arguments) and waits until it answers.
+async fn serve_on(db: &std::path::Path, extra: &[&str]) -> Served {
+    let port = free_port();
+    let child = tidemark()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--db")
+        .arg(format!("sqlite://{}", db.display()))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let served = Served {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{}/healthz", served.base))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "serve never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    served
+}
+
+/// `tidemark app create --name NAME` on `db`: its stdout, parsed as the one JSON line it
+/// must be.
+fn app_create(db: &std::path::Path, name: &str) -> serde_json::Value {
+    let output = tidemark()
+        .args(["app", "create", "--name", name])
+        .arg("--db")
+        .arg(format!("sqlite://{}", db.display()))
+        .output()
+        .expect("app create runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "app create failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {stdout:?}");
+    let printed: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    let keys: Vec<&String> = printed.as_object().expect("an object").keys().collect();
+    assert_eq!(keys, ["api_key", "application_id"], "{printed}");
+    printed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_app_create_prints_an_api_key_that_serve_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("data/t.db");
+    let first = app_create(&db, "Acme");
+    let second = app_create(&db, "Globex");
+    assert_eq!(first["application_id"], 1, "{first}");
+    assert_eq!(second["application_id"], 2, "{second}");
+    let first_key = first["api_key"].as_str().expect("api_key").to_owned();
+    let second_key = second["api_key"].as_str().expect("api_key").to_owned();
+    assert_ne!(first_key, second_key);
+
+    // The database is not empty, so serve bootstraps nothing: the printed keys must work.
+    let served = serve_on(&db, &[]).await;
+    let client = reqwest::Client::new();
+    let application = |key: String| {
+        let request = client
+            .get(format!("{}/v1/application", served.base))
+            .header("Authorization", format!("APIKey {key}"));
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("JSON body");
+            (status, body)
+        }
+    };
+    let (status, body) = application(first_key).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["id"].as_i64(), body["name"].as_str()),
+        (Some(1), Some("Acme"))
+    );
+    let (status, body) = application(second_key).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["id"].as_i64(), body["name"].as_str()),
+        (Some(2), Some("Globex"))
+    );
+    let (status, body) = application("tmk_not_a_key_anyone_was_given".into()).await;
+    assert_eq!(status, 401, "an unknown key is refused: {body}");
 }
