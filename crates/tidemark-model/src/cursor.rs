@@ -21,8 +21,8 @@ const VERSION: u8 = 1;
 const FLAG_RANGE: u8 = 0b01;
 const FLAG_UNTIL: u8 = 0b10;
 const TAG_LEN: usize = 12;
-/// No real cursor is longer than this; longer input is rejected before decoding.
-const MAX_ENCODED_LEN: usize = 128;
+/// No real cursor is longer than this (bytes); longer input is rejected before decoding.
+pub const MAX_ENCODED_LEN: usize = 128;
 
 /// Why a cursor string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +30,9 @@ pub enum CursorError {
     /// Not a cursor Tidemark could have issued (bad encoding or length).
     #[error("malformed cursor")]
     Malformed,
+    /// Longer than any cursor Tidemark issues ([`MAX_ENCODED_LEN`] bytes).
+    #[error("cursor is longer than {MAX_ENCODED_LEN} bytes, so not one this server issued")]
+    TooLong,
     /// The cursor's signature does not match: it was altered, or issued by another deployment.
     #[error("invalid cursor: it was not issued by this server or has been altered")]
     Tampered,
@@ -129,14 +132,17 @@ impl Cursor {
     /// Decodes a cursor string, checking its signature and that it names `subscription`.
     ///
     /// # Errors
-    /// [`CursorError::Malformed`], [`CursorError::Tampered`] or
+    /// [`CursorError::TooLong`], [`CursorError::Malformed`], [`CursorError::Tampered`] or
     /// [`CursorError::WrongSubscription`].
     pub fn decode(
         text: &str,
         key: &CursorKey,
         subscription: SubscriptionId,
     ) -> Result<Cursor, CursorError> {
-        if text.is_empty() || text.len() > MAX_ENCODED_LEN {
+        if text.len() > MAX_ENCODED_LEN {
+            return Err(CursorError::TooLong);
+        }
+        if text.is_empty() {
             return Err(CursorError::Malformed);
         }
         let bytes = URL_SAFE_NO_PAD
@@ -254,6 +260,15 @@ mod tests {
         for garbage in ["", "-1", "after-auth", "%%%", "AAAA", &"A".repeat(500)] {
             assert!(Cursor::decode(garbage, &key(), 1).is_err(), "{garbage}");
         }
+        assert_eq!(
+            Cursor::decode(&"A".repeat(MAX_ENCODED_LEN + 1), &key(), 1),
+            Err(CursorError::TooLong)
+        );
+        assert_eq!(
+            Cursor::decode(&"A".repeat(MAX_ENCODED_LEN), &key(), 1),
+            Err(CursorError::Tampered),
+            "at the limit the text is decoded (and its signature does not match)"
+        );
         let text = Cursor::new(1, 3).encode(&CursorKey::new([8u8; 32]));
         assert_eq!(Cursor::decode(&text, &key(), 1), Err(CursorError::Tampered));
     }

@@ -331,11 +331,13 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// A notifier over `store`.
+    /// A notifier over `store`. Registers the notifier's metric descriptions with the
+    /// installed recorder (as the engine does when it is built).
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(store: Arc<dyn Store>, config: NotifierConfig) -> Result<Arc<Self>, reqwest::Error> {
+        crate::metrics::describe();
         let (finished, finished_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Notifier {
             sender: Sender::new(&config)?,

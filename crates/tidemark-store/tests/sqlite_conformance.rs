@@ -49,3 +49,104 @@ async fn test_reopening_keeps_data_and_cursor_key() {
         Some("cp")
     );
 }
+
+/// A commit that fails after its activity rows are inserted (a trigger aborts the checkpoint
+/// write, the transaction's last statement) leaves the stream and the checkpoint as they
+/// were; once the fault is gone the same batch commits with the next sequence numbers.
+#[tokio::test]
+async fn test_commit_failing_after_activity_insert_leaves_stream_and_checkpoint_unchanged() {
+    use tidemark_store::testsuite::{sample_activity, setup};
+    use tidemark_store::{CommitBatch, Store};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tidemark.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let subscription = setup(&store).await;
+    let batch = |ids: &[&str], checkpoint: &str| CommitBatch {
+        checkpoint: Some(checkpoint.into()),
+        ..CommitBatch::new(
+            subscription.id,
+            &ids.iter()
+                .map(|id| sample_activity(subscription.account, id))
+                .collect::<Vec<_>>(),
+        )
+        .expect("encodes")
+    };
+    store
+        .commit(batch(&["a"], "cp1"))
+        .await
+        .expect("first commit");
+
+    // The checkpoint upsert is either an INSERT or an UPDATE: abort both.
+    let raw = rusqlite::Connection::open(&path).expect("raw connection");
+    raw.execute_batch(
+        "CREATE TRIGGER inject_insert BEFORE INSERT ON checkpoints \
+           BEGIN SELECT RAISE(ABORT, 'injected'); END; \
+         CREATE TRIGGER inject_update BEFORE UPDATE ON checkpoints \
+           BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+    )
+    .expect("install triggers");
+
+    let error = store
+        .commit(batch(&["b", "c"], "cp2"))
+        .await
+        .expect_err("the trigger aborts the commit");
+    assert!(
+        error.to_string().contains("injected"),
+        "the commit failed at the checkpoint write, not earlier: {error}"
+    );
+    assert_eq!(
+        store.latest_sequence(subscription.id).await.expect("seq"),
+        1
+    );
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        1
+    );
+    let retained = store
+        .read_activity(subscription.id, 0, 100)
+        .await
+        .expect("read");
+    assert_eq!(retained.len(), 1, "no row of the failed batch is visible");
+    assert_eq!(retained[0].activity().expect("parses").id, "a");
+    assert_eq!(
+        store
+            .load_checkpoint(subscription.id)
+            .await
+            .expect("cp")
+            .as_deref(),
+        Some("cp1")
+    );
+
+    raw.execute_batch("DROP TRIGGER inject_insert; DROP TRIGGER inject_update;")
+        .expect("drop triggers");
+    let outcome = store
+        .commit(batch(&["b", "c"], "cp2"))
+        .await
+        .expect("commit after the fault is gone");
+    assert_eq!((outcome.appended, outcome.duplicates), (2, 0));
+    assert_eq!(outcome.last_sequence, 3);
+    let sequences: Vec<(u64, String)> = store
+        .read_activity(subscription.id, 0, 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|row| (row.sequence, row.activity().expect("parses").id))
+        .collect();
+    assert_eq!(
+        sequences,
+        vec![(1, "a".into()), (2, "b".into()), (3, "c".into())]
+    );
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        3
+    );
+    assert_eq!(
+        store
+            .load_checkpoint(subscription.id)
+            .await
+            .expect("cp")
+            .as_deref(),
+        Some("cp2")
+    );
+}

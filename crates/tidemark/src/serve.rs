@@ -92,11 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
         tracing::info!(application_id, "created the first application");
         if args.bootstrap_api_key.is_none() {
-            // Shown once: only its digest is stored.
-            println!(
-                "{}",
-                serde_json::json!({ "application_id": application_id, "api_key": api_key })
-            );
+            print_new_application(application_id, &api_key);
         }
     }
     let mut config = EngineConfig {
@@ -138,14 +134,23 @@ pub async fn app(command: AppCommand) -> anyhow::Result<()> {
     match command {
         AppCommand::Create { name, db } => {
             let store = db::open(&db)?;
-            let application = store.create_application(&name).await?;
-            println!(
-                "{}",
-                serde_json::json!({ "application_id": application.id })
-            );
+            let (application_id, api_key) =
+                tidemark_server::bootstrap_application(&*store, &name, None).await?;
+            tracing::info!(application_id, "created an application");
+            print_new_application(application_id, &api_key);
             Ok(())
         }
     }
+}
+
+/// Prints a new application's id and API key as one JSON line on stdout (DESIGN 3a):
+/// `{"application_id": 1, "api_key": "..."}`. The key is shown only here: the store keeps its
+/// digest.
+fn print_new_application(application_id: i64, api_key: &str) {
+    println!(
+        "{}",
+        serde_json::json!({ "application_id": application_id, "api_key": api_key })
+    );
 }
 
 /// The webhook notifier, running until `stop` turns true, woken by every commit of `engine`

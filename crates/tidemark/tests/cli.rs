@@ -1,5 +1,6 @@
 //! The `tidemark` command, run as a process: the demo prints live activity; `serve` answers
-//! `/healthz` and `/metrics` and stops cleanly; bad arguments get clear errors.
+//! `/healthz` and `/metrics` and stops cleanly; `app create` prints a working API key; the
+//! engine's and the notifier's metrics reach `/metrics`; bad arguments get clear errors.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -185,4 +186,248 @@ fn test_small_benchmarks_run_and_report_ratios() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains(r#""pages":4"#), "{stdout}");
+}
+
+/// A `tidemark serve` process, killed when dropped (a failing test leaves no server behind).
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on the SQLite file `db` (with `extra` arguments) and waits until it answers.
+async fn serve_on(db: &std::path::Path, extra: &[&str]) -> Served {
+    let port = free_port();
+    let child = tidemark()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--db")
+        .arg(format!("sqlite://{}", db.display()))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let served = Served {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{}/healthz", served.base))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "serve never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    served
+}
+
+/// `tidemark app create --name NAME` on `db`: its stdout, parsed as the one JSON line it
+/// must be.
+fn app_create(db: &std::path::Path, name: &str) -> serde_json::Value {
+    let output = tidemark()
+        .args(["app", "create", "--name", name])
+        .arg("--db")
+        .arg(format!("sqlite://{}", db.display()))
+        .output()
+        .expect("app create runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "app create failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {stdout:?}");
+    let printed: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    let keys: Vec<&String> = printed.as_object().expect("an object").keys().collect();
+    assert_eq!(keys, ["api_key", "application_id"], "{printed}");
+    printed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_app_create_prints_an_api_key_that_serve_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("data/t.db");
+    let first = app_create(&db, "Acme");
+    let second = app_create(&db, "Globex");
+    assert_eq!(first["application_id"], 1, "{first}");
+    assert_eq!(second["application_id"], 2, "{second}");
+    let first_key = first["api_key"].as_str().expect("api_key").to_owned();
+    let second_key = second["api_key"].as_str().expect("api_key").to_owned();
+    assert_ne!(first_key, second_key);
+
+    // The database is not empty, so serve bootstraps nothing: the printed keys must work.
+    let served = serve_on(&db, &[]).await;
+    let client = reqwest::Client::new();
+    let application = |key: String| {
+        let request = client
+            .get(format!("{}/v1/application", served.base))
+            .header("Authorization", format!("APIKey {key}"));
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("JSON body");
+            (status, body)
+        }
+    };
+    let (status, body) = application(first_key).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["id"].as_i64(), body["name"].as_str()),
+        (Some(1), Some("Acme"))
+    );
+    let (status, body) = application(second_key).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["id"].as_i64(), body["name"].as_str()),
+        (Some(2), Some("Globex"))
+    );
+    let (status, body) = application("tmk_not_a_key_anyone_was_given".into()).await;
+    assert_eq!(status, 401, "an unknown key is refused: {body}");
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`
+/// (`key="value"`), in Prometheus text.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let have: Vec<&str> = label_text.split(',').collect();
+        labels
+            .iter()
+            .all(|label| have.contains(label))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+#[derive(Default)]
+struct WebhookReceiver {
+    delivered: std::sync::atomic::AtomicUsize,
+}
+
+/// Answers the endpoint test (`{}`) with the application id, and counts notifications.
+async fn receive_webhook(
+    axum::extract::State(receiver): axum::extract::State<std::sync::Arc<WebhookReceiver>>,
+    body: axum::body::Bytes,
+) -> String {
+    if body.as_ref() == b"{}" {
+        return "1".into();
+    }
+    receiver
+        .delivered
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    String::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_metrics_show_polls_commits_leases_and_webhook_attempts() {
+    const KEY: &str = "tmk_metrics_test_key_0123456789";
+    let dir = tempfile::tempdir().expect("dir");
+    let watched = dir.path().join("watched");
+    std::fs::create_dir(&watched).expect("mkdir");
+    let receiver = std::sync::Arc::new(WebhookReceiver::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive_webhook))
+        .with_state(std::sync::Arc::clone(&receiver));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let served = serve_on(&dir.path().join("data/t.db"), &["--bootstrap-api-key", KEY]).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let request = client
+            .post(format!("{}{path}", served.base))
+            .header("Authorization", format!("APIKey {KEY}"))
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.expect("JSON body");
+            assert_eq!(status, 201, "{body}");
+            body
+        }
+    };
+    post("/v1/webhooks", serde_json::json!({ "url": hook })).await;
+    let account = post(
+        "/v1/accounts",
+        serde_json::json!({"service": "local", "config": {"path": watched}}),
+    )
+    .await;
+    let account_id = account["id"].as_i64().expect("account id");
+    post(
+        &format!("/v2/accounts/{account_id}/subscriptions"),
+        serde_json::json!({}),
+    )
+    .await;
+    // Before or after the subscription's first poll, a new file is an `add`.
+    std::fs::write(watched.join("report.txt"), "q3 figures").expect("write");
+
+    let expectations: [(&str, &[&str]); 5] = [
+        (
+            "tidemark_engine_activities_committed_total",
+            &[r#"service="local""#],
+        ),
+        (
+            "tidemark_engine_polls_total",
+            &[r#"service="local""#, r#"outcome="ok""#],
+        ),
+        ("tidemark_engine_leases_acquired_total", &[]),
+        ("tidemark_engine_leases_held", &[]),
+        (
+            "tidemark_notify_webhook_attempts_total",
+            &[r#"result="delivered""#],
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = client
+            .get(format!("{}/metrics", served.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let counted = |name: &str, labels: &[&str]| sample(&metrics, name, labels);
+        let complete = receiver.delivered.load(std::sync::atomic::Ordering::SeqCst) >= 1
+            && expectations
+                .iter()
+                .filter(|(name, _)| *name != "tidemark_engine_leases_held")
+                .all(|(name, labels)| counted(name, labels).is_some_and(|value| value >= 1.0));
+        if complete {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics incomplete ({} webhooks delivered):\n{metrics}",
+            receiver.delivered.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let held = sample(&metrics, "tidemark_engine_leases_held", &[]).expect("leases held gauge");
+    assert!((0.0..=1.0).contains(&held), "one subscription: {held}");
+    // Each crate describes its metrics where its component starts.
+    for (name, _) in expectations {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name} has no description:\n{metrics}"
+        );
+    }
 }

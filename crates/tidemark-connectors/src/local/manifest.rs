@@ -338,7 +338,8 @@ pub(super) enum RootError {
 }
 
 impl RootError {
-    fn from_io(error: io::Error) -> Self {
+    /// Classifies an I/O error on the monitored directory itself.
+    pub(super) fn from_io(error: io::Error) -> Self {
         match error.kind() {
             io::ErrorKind::NotFound => RootError::NotFound,
             io::ErrorKind::NotADirectory => RootError::NotADirectory,

@@ -173,8 +173,9 @@ impl LocalConfig {
     /// an existing directory.
     ///
     /// # Errors
-    /// [`ConnectorError::BadConfig`] saying what is wrong, or
-    /// [`ConnectorError::Unauthorized`] if the path cannot be examined for lack of permission.
+    /// [`ConnectorError::BadConfig`] saying what is wrong (a path this process may not read
+    /// included: a local directory has no credentials to blame), or
+    /// [`ConnectorError::Transient`] if the path cannot be examined for another reason.
     pub fn from_value(config: &Value) -> Result<Self, ConnectorError> {
         let bad = |message: String| ConnectorError::BadConfig(message);
         let object = config.as_object().ok_or_else(|| {
@@ -221,14 +222,7 @@ impl LocalConfig {
                 "`path` {} is not a directory",
                 parsed.path.display()
             ))),
-            Err(error) => Err(root_error_to_validation(
-                &parsed.path,
-                match error.kind() {
-                    std::io::ErrorKind::NotFound => RootError::NotFound,
-                    std::io::ErrorKind::PermissionDenied => RootError::PermissionDenied(error),
-                    _ => RootError::Other(error),
-                },
-            )),
+            Err(error) => Err(io_error_to_validation(&parsed.path, error)),
         }
     }
 }
@@ -359,7 +353,7 @@ impl Connector for LocalConnector {
 /// # Errors
 /// [`ConnectorError::CorruptCheckpoint`] for an unreadable checkpoint; for the directory
 /// itself, [`ConnectorError::Transient`] when it is missing or not a directory (it may come
-/// back) and [`ConnectorError::Unauthorized`] when it may not be read.
+/// back) and [`ConnectorError::BadConfig`] when this process may not read it.
 fn poll_directory(
     root: &Path,
     checkpoint: Option<&str>,
@@ -433,7 +427,18 @@ fn baseline(scan: &manifest::Scan, tracking_since: DateTime<Utc>) -> Manifest {
     }
 }
 
+/// What an I/O error on the monitored directory itself means when connecting or validating
+/// (see [`root_error_to_validation`]).
+fn io_error_to_validation(root: &Path, error: std::io::Error) -> ConnectorError {
+    root_error_to_validation(root, RootError::from_io(error))
+}
+
 /// What a problem with the monitored directory means when connecting or validating.
+///
+/// A directory this process may not read is a [`ConnectorError::BadConfig`], not
+/// [`ConnectorError::Unauthorized`]: there are no credentials involved (that variant would
+/// disable the subscription as `credentials_invalid`); the account must name a directory the
+/// service can read, or the directory's permissions must change.
 fn root_error_to_validation(root: &Path, error: RootError) -> ConnectorError {
     match error {
         RootError::NotFound => {
@@ -442,10 +447,13 @@ fn root_error_to_validation(root: &Path, error: RootError) -> ConnectorError {
         RootError::NotADirectory => {
             ConnectorError::BadConfig(format!("`path` {} is not a directory", root.display()))
         }
-        RootError::PermissionDenied(error) => ConnectorError::Unauthorized(format!(
-            "this process may not read {}: {error}",
-            root.display()
-        )),
+        RootError::PermissionDenied(error) => {
+            debug!(path = %root.display(), %error, "monitored directory is not readable");
+            ConnectorError::BadConfig(format!(
+                "`path` {} is not readable by this process: permission denied",
+                root.display()
+            ))
+        }
         RootError::Other(error) => {
             ConnectorError::Transient(format!("cannot read {}: {error}", root.display()))
         }

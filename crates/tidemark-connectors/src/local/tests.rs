@@ -14,7 +14,7 @@ use tidemark_model::{
 };
 
 use super::manifest::{Entry, Identity, Kind, Manifest, Record, Scan};
-use super::{poll_directory, MAX_ACTIVITIES_PER_POLL};
+use super::{io_error_to_validation, poll_directory, root_error_to_poll, MAX_ACTIVITIES_PER_POLL};
 use crate::{Checkpoint, Connector, ConnectorError, PollContext, PollTrigger};
 
 const ACCOUNT_ID: i64 = 4242;
@@ -1071,6 +1071,36 @@ async fn test_validate_checks_the_directory_is_still_there() {
         Err(ConnectorError::BadConfig(message)) => assert!(message.contains("does not exist")),
         other => panic!("expected BadConfig, got {other:?}"),
     }
+}
+
+/// Tests run as root, where `chmod` cannot make a directory unreadable: the mapping is tested
+/// with synthetic I/O errors instead.
+#[test]
+fn test_unreadable_directory_is_bad_config_not_unauthorized() {
+    let root = Path::new("/srv/locked");
+    let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+    let expected = "`path` /srv/locked is not readable by this process: permission denied";
+    let when_connecting = io_error_to_validation(root, denied());
+    assert_eq!(when_connecting, ConnectorError::BadConfig(expected.into()));
+    assert_eq!(when_connecting.disable_reason(), Some("invalid_config"));
+    assert!(!when_connecting.is_retriable());
+    // A poll gives the same verdict: the subscription is disabled as `invalid_config`.
+    let when_polling = root_error_to_poll(root, super::manifest::RootError::from_io(denied()));
+    assert_eq!(when_polling, ConnectorError::BadConfig(expected.into()));
+
+    let missing = io_error_to_validation(root, std::io::Error::from(std::io::ErrorKind::NotFound));
+    assert_eq!(
+        missing,
+        ConnectorError::BadConfig("`path` /srv/locked does not exist".into())
+    );
+    let missing_while_polling = root_error_to_poll(
+        root,
+        super::manifest::RootError::from_io(std::io::Error::from(std::io::ErrorKind::NotFound)),
+    );
+    assert!(
+        missing_while_polling.is_retriable(),
+        "a directory that is gone may come back: {missing_while_polling:?}"
+    );
 }
 
 #[tokio::test]

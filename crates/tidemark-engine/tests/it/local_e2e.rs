@@ -37,14 +37,33 @@ fn start(store: &Arc<SqliteStore>) -> Running {
     Running { stop, handle }
 }
 
-async fn local_subscription(store: &SqliteStore, root: &Path) -> Subscription {
+/// Rescans so rare that within a test only file events (or the engine's start-up poll) can
+/// drive a poll: a broken watch fails the test instead of being covered by the rescan.
+const NO_RESCAN: Option<u64> = Some(3600);
+
+/// How long a live change may take to reach the stream (generous: a loaded 2-core machine).
+const LIVE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long the 10,000-file burst may take to reach the stream.
+const BURST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A `local` account on `root` with one subscription; `rescan_interval_seconds` as given
+/// (`None`: the connector's default of 60 s).
+async fn local_subscription(
+    store: &SqliteStore,
+    root: &Path,
+    rescan_interval_seconds: Option<u64>,
+) -> Subscription {
     let application = store.create_application("e2e").await.expect("app");
     let account = store
         .create_account(NewAccount {
             application_id: application.id,
             service: "local".into(),
             admin: false,
-            config: json!({ "path": root.to_string_lossy() }),
+            config: json!({
+                "path": root.to_string_lossy(),
+                "rescan_interval_seconds": rescan_interval_seconds,
+            }),
             token_digest: None,
         })
         .await
@@ -71,13 +90,15 @@ async fn wait_for_baseline(store: &SqliteStore, subscription: &Subscription) {
     }
 }
 
-/// Waits until the stream holds at least `count` activities, then returns all of them.
+/// Waits up to `within` until the stream holds at least `count` activities, then returns all
+/// of them.
 async fn wait_for_stream(
     store: &SqliteStore,
     subscription: &Subscription,
     count: u64,
+    within: Duration,
 ) -> Vec<Activity> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let latest = store.latest_sequence(subscription.id).await.expect("seq");
         if latest >= count {
@@ -118,6 +139,7 @@ fn summary(activities: &[Activity]) -> Vec<(EventType, EventSubtype, String)> {
         .collect()
 }
 
+/// Each change reaches the stream through the OS file watch: the rescan is an hour away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn test_live_file_changes_become_activity() {
     let dir = tempfile::tempdir().expect("dir");
@@ -127,27 +149,27 @@ async fn test_live_file_changes_become_activity() {
     // Files born within the connector's clock slack of the subscription count as new.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let store = Arc::new(SqliteStore::open(dir.path().join("t.db")).expect("store"));
-    let subscription = local_subscription(&store, &root).await;
+    let subscription = local_subscription(&store, &root, NO_RESCAN).await;
     let engine = start(&store);
     wait_for_baseline(&store, &subscription).await;
 
     std::fs::write(root.join("new.txt"), "hello").expect("create");
-    let seen = wait_for_stream(&store, &subscription, 1).await;
+    let seen = wait_for_stream(&store, &subscription, 1, LIVE_DEADLINE).await;
     assert_eq!(
         summary(&seen),
         vec![(EventType::Add, EventSubtype::Unknown, "/new.txt".to_owned())]
     );
 
     std::fs::write(root.join("new.txt"), "hello, world").expect("modify");
-    wait_for_stream(&store, &subscription, 2).await;
+    wait_for_stream(&store, &subscription, 2, LIVE_DEADLINE).await;
     std::fs::rename(root.join("new.txt"), root.join("renamed.txt")).expect("rename");
-    wait_for_stream(&store, &subscription, 3).await;
+    wait_for_stream(&store, &subscription, 3, LIVE_DEADLINE).await;
     std::fs::create_dir(root.join("sub")).expect("mkdir");
-    wait_for_stream(&store, &subscription, 4).await;
+    wait_for_stream(&store, &subscription, 4, LIVE_DEADLINE).await;
     std::fs::rename(root.join("renamed.txt"), root.join("sub/renamed.txt")).expect("move");
-    wait_for_stream(&store, &subscription, 5).await;
+    wait_for_stream(&store, &subscription, 5, LIVE_DEADLINE).await;
     std::fs::remove_file(root.join("existing.txt")).expect("delete");
-    let seen = wait_for_stream(&store, &subscription, 6).await;
+    let seen = wait_for_stream(&store, &subscription, 6, LIVE_DEADLINE).await;
     assert_eq!(
         summary(&seen),
         vec![
@@ -178,6 +200,7 @@ async fn test_live_file_changes_become_activity() {
     engine.stop().await;
 }
 
+/// The engine polls push-driven subscriptions when it starts (the rescan is an hour away).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn test_changes_made_while_stopped_appear_after_restart() {
     let dir = tempfile::tempdir().expect("dir");
@@ -189,7 +212,7 @@ async fn test_changes_made_while_stopped_appear_after_restart() {
     let db = dir.path().join("t.db");
     let subscription = {
         let store = Arc::new(SqliteStore::open(&db).expect("store"));
-        let subscription = local_subscription(&store, &root).await;
+        let subscription = local_subscription(&store, &root, NO_RESCAN).await;
         let engine = start(&store);
         wait_for_baseline(&store, &subscription).await;
         engine.stop().await;
@@ -202,7 +225,7 @@ async fn test_changes_made_while_stopped_appear_after_restart() {
 
     let store = Arc::new(SqliteStore::open(&db).expect("reopen"));
     let engine = start(&store);
-    let seen = wait_for_stream(&store, &subscription, 3).await;
+    let seen = wait_for_stream(&store, &subscription, 3, LIVE_DEADLINE).await;
     let mut kinds: Vec<(EventType, EventSubtype, String)> = summary(&seen);
     kinds.sort_by(|a, b| a.2.cmp(&b.2));
     assert_eq!(
@@ -241,17 +264,17 @@ async fn test_ten_thousand_files_in_one_burst_none_lost() {
     let root = dir.path().join("watched");
     std::fs::create_dir(&root).expect("mkdir");
     let store = Arc::new(SqliteStore::open(dir.path().join("t.db")).expect("store"));
-    let subscription = local_subscription(&store, &root).await;
+    let subscription = local_subscription(&store, &root, None).await;
     let engine = start(&store);
     wait_for_baseline(&store, &subscription).await;
 
     for index in 0..FILES {
         std::fs::write(root.join(format!("f{index:05}.txt")), index.to_string()).expect("write");
     }
-    wait_for_stream(&store, &subscription, FILES as u64).await;
+    wait_for_stream(&store, &subscription, FILES as u64, BURST_DEADLINE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let latest = store.latest_sequence(subscription.id).await.expect("seq");
-    let seen = wait_for_stream(&store, &subscription, latest).await;
+    let seen = wait_for_stream(&store, &subscription, latest, BURST_DEADLINE).await;
     // Every file is added exactly once. A scan may catch a file between its creation and the
     // write of its content; that file then also gets one `update` when the content lands.
     let adds: Vec<String> = seen

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use serde_json::json;
 use tidemark_connectors::{Checkpoint, Connector, ConnectorError, PollContext, PollOutcome};
 use tidemark_engine::{Backoff, Engine, EngineConfig};
 use tidemark_model::Subscription;
 use tidemark_store::testsuite::{sample_activity, setup};
-use tidemark_store::{SqliteStore, Store};
+use tidemark_store::{AccountPatch, CommitBatch, SqliteStore, Store};
 
 /// One scripted poll result.
 enum Step {
@@ -112,17 +113,29 @@ async fn harness() -> Harness {
     }
 }
 
+type Started = (
+    Arc<Engine>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
 fn start(
     harness: &Harness,
     node: &str,
     script: Vec<Step>,
     delay: Duration,
     endless: bool,
-) -> (
-    Arc<Engine>,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> Started {
+    start_with_config(harness, fast_config(node), script, delay, endless)
+}
+
+fn start_with_config(
+    harness: &Harness,
+    config: EngineConfig,
+    script: Vec<Step>,
+    delay: Duration,
+    endless: bool,
+) -> Started {
     let connector: Arc<dyn Connector> = Arc::new(Scripted {
         script: Mutex::new(script.into()),
         probe: Arc::clone(&harness.probe),
@@ -131,7 +144,7 @@ fn start(
     });
     let engine = Engine::with_connectors(
         harness.store.clone(),
-        fast_config(node),
+        config,
         Arc::new(move |_service: &str, _config: &serde_json::Value| Ok(Arc::clone(&connector))),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -396,6 +409,149 @@ async fn test_corrupt_checkpoint_deactivates_and_keeps_committed_activity() {
     assert_eq!(
         h.store.load_checkpoint(id).await.expect("cp").as_deref(),
         Some("1")
+    );
+    let _ = stop.send(());
+    handle.await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_account_poll_interval_overrides_the_connector_default() {
+    let h = harness().await;
+    // The scripted connector's own interval is an hour; the account asks for a second.
+    h.store
+        .update_account(
+            h.subscription.account,
+            AccountPatch {
+                config: Some(json!({"poll_interval_seconds": 1})),
+                ..AccountPatch::default()
+            },
+        )
+        .await
+        .expect("account config");
+    let (_engine, stop, handle) = start(&h, "n1", Vec::new(), Duration::ZERO, false);
+    wait_until("three polls a second apart", || async {
+        h.probe.polls.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    let state = h.store.poll_state(h.subscription.id).await.expect("state");
+    assert!(
+        state.next_poll_at < Utc::now() + chrono::Duration::seconds(30),
+        "next poll a second after the last, not the connector's hour: {state:?}"
+    );
+    let _ = stop.send(());
+    handle.await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_connector_default_poll_interval_applies_without_an_account_override() {
+    let h = harness().await;
+    let (_engine, stop, handle) = start(&h, "n1", Vec::new(), Duration::ZERO, false);
+    let id = h.subscription.id;
+    wait_until(
+        "the first poll released with its next poll time",
+        || async {
+            let state = h.store.poll_state(id).await.expect("state");
+            h.probe.polls.load(Ordering::SeqCst) == 1
+                && state.lease_holder.is_none()
+                && state.next_poll_at > Utc::now() + chrono::Duration::minutes(50)
+        },
+    )
+    .await;
+    // The window in which the account override above polls three times.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.probe.polls.load(Ordering::SeqCst),
+        1,
+        "polled again before the connector's hour"
+    );
+    let _ = stop.send(());
+    handle.await.expect("stops");
+}
+
+/// Moves a subscription's activity `days` into the past, as if committed then (through a raw
+/// connection on the same file: the store always commits at the current time).
+fn backdate_activity(path: &std::path::Path, subscription_id: i64, days: i64) {
+    let conn = rusqlite::Connection::open(path).expect("raw connection");
+    conn.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    conn.execute(
+        "UPDATE activity SET committed_at = committed_at - ?2 WHERE subscription_id = ?1",
+        rusqlite::params![subscription_id, days * 86_400_000_000],
+    )
+    .expect("backdate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_running_engine_prunes_activity_past_retention() {
+    let h = harness().await;
+    let id = h.subscription.id;
+    let account = h
+        .store
+        .get_account(h.subscription.account)
+        .await
+        .expect("account");
+    let mut application = h
+        .store
+        .get_application(account.application_id)
+        .await
+        .expect("application");
+    application.retention_days = Some(1);
+    h.store
+        .update_application(&application)
+        .await
+        .expect("retention");
+    let commit = |ids: &[&str]| {
+        let activities: Vec<_> = ids
+            .iter()
+            .map(|activity_id| sample_activity(account.id, activity_id))
+            .collect();
+        let store = Arc::clone(&h.store);
+        async move {
+            store
+                .commit(CommitBatch::new(id, &activities).expect("encodes"))
+                .await
+                .expect("commit")
+        }
+    };
+    commit(&["old-1", "old-2"]).await;
+    backdate_activity(h.store.path(), id, 2);
+    commit(&["fresh"]).await;
+
+    let config = EngineConfig {
+        retention_interval: Duration::from_millis(100),
+        ..fast_config("n1")
+    };
+    let (_engine, stop, handle) = start_with_config(&h, config, Vec::new(), Duration::ZERO, false);
+    wait_until("the two-day-old activity pruned", || async {
+        h.store.activity_total(id).await.expect("total") == 1
+    })
+    .await;
+    let retained: Vec<String> = h
+        .store
+        .read_activity(id, 0, 10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|row| row.activity().expect("parses").id)
+        .collect();
+    assert_eq!(retained, ["fresh"], "activity within retention is kept");
+
+    // Not just once at start-up: the loop keeps pruning at its interval.
+    backdate_activity(h.store.path(), id, 2);
+    wait_until("the later pass prunes the rest", || async {
+        h.store.activity_total(id).await.expect("total") == 0
+    })
+    .await;
+    assert!(h
+        .store
+        .read_activity(id, 0, 10)
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        h.store.latest_sequence(id).await.expect("seq"),
+        3,
+        "pruning never renumbers the stream"
     );
     let _ = stop.send(());
     handle.await.expect("stops");

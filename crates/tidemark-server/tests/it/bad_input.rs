@@ -3,6 +3,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use tidemark_store::{NewWebhookEndpoint, Store};
+
 use crate::harness::{read, Auth, TestServer};
 
 enum Body {
@@ -42,6 +44,22 @@ async fn test_bad_input_table() {
         account.id
     );
     let subscriptions = format!("/v2/accounts/{}/subscriptions", account.id);
+    let one_subscription = format!("{subscriptions}/{subscription}");
+    let webhook = server
+        .store
+        .create_webhook(NewWebhookEndpoint {
+            application_id: server.application_id,
+            url: "http://127.0.0.1:9/hook".into(),
+            filter: None,
+            secret: "whsec_YmFkLWlucHV0LXRlc3Qtc2VjcmV0LTAxMjM0NTY3".into(),
+        })
+        .await
+        .expect("webhook")
+        .id;
+    let one_webhook = format!("/v1/webhooks/{webhook}");
+    let long_url = format!("http://example.com/{}", "a".repeat(3000));
+    let long_cursor = "A".repeat(200);
+    let events = format!("/v1/accounts/{}/events", account.id);
     let case = |name, method, path: &str, body, status, message| Case {
         name,
         method,
@@ -186,6 +204,78 @@ async fn test_bad_input_table() {
             "internal_state",
         ),
         case(
+            "unknown field on subscription create",
+            Method::POST,
+            &subscriptions,
+            Body::Json(json!({"subscription_type": "changes", "colour": "blue"})),
+            bad,
+            "invalid request body: unknown field `colour`, expected one of `active`, `subscription_type`",
+        ),
+        case(
+            "unknown field on subscription update",
+            Method::PATCH,
+            &one_subscription,
+            Body::Json(json!({"active": true, "colour": "blue"})),
+            bad,
+            "invalid request body: unknown field `colour`, expected one of `active`, `default`",
+        ),
+        case(
+            "unknown field on account update",
+            Method::PATCH,
+            &format!("/v1/accounts/{}", account.id),
+            Body::Json(json!({"colour": "blue"})),
+            bad,
+            "invalid request body: unknown field `colour`, expected",
+        ),
+        case(
+            "unknown field on application update",
+            Method::PATCH,
+            "/v1/application",
+            Body::Json(json!({"track_activity": true, "colour": "blue"})),
+            bad,
+            "invalid request body: unknown field `colour`, expected one of `name`, `track_activity`",
+        ),
+        case(
+            "unknown field on webhook create",
+            Method::POST,
+            "/v1/webhooks",
+            Body::Json(json!({"url": "http://127.0.0.1:9/hook", "colour": "blue"})),
+            bad,
+            "invalid request body: unknown field `colour`, expected `url` or `filter`",
+        ),
+        case(
+            "unknown field on webhook update",
+            Method::PATCH,
+            &one_webhook,
+            Body::Json(json!({"enabled": false, "colour": "blue"})),
+            bad,
+            "invalid request body: unknown field `colour`, expected one of `url`, `filter`, `enabled`",
+        ),
+        case(
+            "unknown field on webhook recovery",
+            Method::POST,
+            &format!("{one_webhook}/recover"),
+            Body::Json(json!({"since": "2026-01-01T00:00:00Z", "colour": "blue"})),
+            bad,
+            "invalid request body: unknown field `colour`, expected `since`",
+        ),
+        case(
+            "over-long webhook url on create",
+            Method::POST,
+            "/v1/webhooks",
+            Body::Json(json!({"url": long_url})),
+            bad,
+            "`url` is longer than 2048 characters",
+        ),
+        case(
+            "over-long webhook url on update",
+            Method::PATCH,
+            &one_webhook,
+            Body::Json(json!({"url": long_url})),
+            bad,
+            "`url` is longer than 2048 characters",
+        ),
+        case(
             "retention out of range",
             Method::PATCH,
             "/v1/application",
@@ -245,6 +335,18 @@ async fn test_bad_input_table() {
             &format!("{activity}?cursor=garbage"),
             bad,
             "malformed cursor",
+        ),
+        get(
+            "over-long cursor",
+            &format!("{activity}?cursor={long_cursor}"),
+            bad,
+            "cursor is longer than 128 bytes, so not one this server issued",
+        ),
+        get(
+            "over-long v1 events cursor",
+            &format!("{events}?cursor={long_cursor}"),
+            bad,
+            "cursor is longer than 128 bytes, so not one this server issued",
         ),
         get(
             "cursor of another subscription",

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tidemark_store::Store;
+use tidemark_store::{NewWebhookEndpoint, Store};
 
 use crate::harness::{Auth, TestServer};
 
@@ -143,4 +143,133 @@ async fn test_every_route_answers_404_to_other_tenants() {
     let (_, listed) = server.get("/v1/accounts", &intruder_key).await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["objects"][0]["id"], intruder_account.id);
+}
+
+/// A webhook endpoint of the first application, made in the store (no receiver needed).
+async fn victim_webhook(server: &TestServer) -> i64 {
+    server
+        .store
+        .create_webhook(NewWebhookEndpoint {
+            application_id: server.application_id,
+            url: "http://127.0.0.1:9/hook".into(),
+            filter: None,
+            secret: "whsec_dGVuYW5jeS10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5".into(),
+        })
+        .await
+        .expect("webhook")
+        .id
+}
+
+/// Every route under `/v1/webhooks/{id}`, with a valid body where it takes one.
+fn webhook_routes(webhook: i64) -> Vec<(Method, String, Option<Value>)> {
+    let one = format!("/v1/webhooks/{webhook}");
+    vec![
+        (Method::GET, one.clone(), None),
+        (
+            Method::PATCH,
+            one.clone(),
+            Some(json!({"enabled": false, "filter": null})),
+        ),
+        (Method::GET, format!("{one}/attempts"), None),
+        (
+            Method::POST,
+            format!("{one}/recover"),
+            Some(json!({"since": "2026-01-01T00:00:00Z"})),
+        ),
+        (Method::DELETE, one, None),
+    ]
+}
+
+#[tokio::test]
+async fn test_webhook_routes_answer_404_to_other_tenants() {
+    let server = TestServer::start().await;
+    let webhook = victim_webhook(&server).await;
+    let (_, intruder_key) = server.new_tenant("intruder").await;
+
+    for (method, path, body) in webhook_routes(webhook) {
+        let (status, response) = server
+            .call(method.clone(), &path, &intruder_key, body)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{method} {path} with another application's key: {response}"
+        );
+        assert_eq!(response["error_code"], "not_found", "{response}");
+        assert_eq!(response["message"], "webhook not found", "{response}");
+    }
+    // An id that exists nowhere gets the same answer: no existence oracle.
+    let (status, missing) = server
+        .get(&format!("/v1/webhooks/{}", webhook + 1000), &intruder_key)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["message"], "webhook not found");
+
+    // Nothing changed, and the intruder's listing is empty.
+    let (status, kept) = server
+        .get(&format!("/v1/webhooks/{webhook}"), &server.key())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept["enabled"], true);
+    let (_, listed) = server.get("/v1/webhooks", &intruder_key).await;
+    assert_eq!(listed["total"], 0, "{listed}");
+}
+
+#[tokio::test]
+async fn test_account_tokens_are_refused_on_application_routes() {
+    let server = TestServer::start().await;
+    let webhook = victim_webhook(&server).await;
+    let (_, keys) = server.get("/v1/keys", &server.key()).await;
+    let key_id = keys["objects"][0]["id"].as_i64().expect("key id");
+    // A token of the application's own account, and one of another application's account.
+    let own = server.connect_local(&server.key()).await;
+    let (_, intruder_key) = server.new_tenant("intruder").await;
+    let foreign = server.connect_local(&intruder_key).await;
+
+    let routes: Vec<(Method, String, Option<Value>)> = [
+        (Method::GET, "/v1/application".to_owned(), None),
+        (
+            Method::PATCH,
+            "/v1/application".to_owned(),
+            Some(json!({"track_activity": true})),
+        ),
+        (Method::GET, "/v1/keys".to_owned(), None),
+        (Method::POST, "/v1/keys".to_owned(), None),
+        (Method::DELETE, format!("/v1/keys/{key_id}"), None),
+        (Method::GET, "/v1/webhooks".to_owned(), None),
+        (
+            Method::POST,
+            "/v1/webhooks".to_owned(),
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        ),
+    ]
+    .into_iter()
+    .chain(webhook_routes(webhook))
+    .collect();
+    for token in [&own.token, &foreign.token] {
+        let auth = Auth::Bearer(token.clone());
+        for (method, path, body) in &routes {
+            let (status, response) = server.call(method.clone(), path, &auth, body.clone()).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with a bearer token: {response}"
+            );
+            assert_eq!(response["error_code"], "unauthorized", "{response}");
+            assert_eq!(
+                response["message"],
+                "this route needs an application API key (`Authorization: APIKey <key>`), not a bearer token",
+                "{response}"
+            );
+        }
+    }
+
+    // Nothing changed.
+    let (_, application) = server.get("/v1/application", &server.key()).await;
+    assert_eq!(application["track_activity"], false, "{application}");
+    let (_, keys) = server.get("/v1/keys", &server.key()).await;
+    assert_eq!(keys["total"], 1, "{keys}");
+    let (_, webhooks) = server.get("/v1/webhooks", &server.key()).await;
+    assert_eq!(webhooks["total"], 1, "{webhooks}");
+    assert_eq!(webhooks["objects"][0]["enabled"], true, "{webhooks}");
 }
