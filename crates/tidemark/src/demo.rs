@@ -1,16 +1,19 @@
-//! `tidemark demo`: the quick start. Watches a temporary directory with the `local` connector,
-//! makes a few file changes in it, and prints the activity stream as it is committed.
+//! `tidemark demo`: the quick start. Watches a temporary directory with the `local` connector
+//! (or, with `--service jive|onna`, that upstream's simulator), makes a few changes there, and
+//! prints the activity stream as it is committed, and each webhook as it arrives.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use tidemark_engine::{Engine, EngineConfig};
 use tidemark_model::Activity;
 use tidemark_store::{NewAccount, NewSubscription, SqliteStore, Store};
+
+use crate::simulate::{SimulatedService, Simulator};
 
 /// Options of `tidemark demo`.
 #[derive(Debug, Args)]
@@ -25,6 +28,72 @@ pub struct DemoArgs {
     /// Make the scripted changes even in a directory given with --dir.
     #[arg(long)]
     script: bool,
+    /// What to watch: a local directory, or the Jive or Onna simulator run in this process.
+    #[arg(long, value_enum, default_value = "local")]
+    service: DemoService,
+}
+
+/// The upstreams the demo can watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoService {
+    /// A directory on this machine (`local` connector).
+    Local,
+    /// The Jive simulator (`jive` connector).
+    Jive,
+    /// The Onna simulator (`onna` connector).
+    Onna,
+}
+
+/// Scripted changes on a simulator; returns how many activities they produce.
+async fn make_upstream_changes(simulator: &Simulator) -> anyhow::Result<usize> {
+    use tidemark_simulators::jive::ContentSpec;
+    use tidemark_simulators::onna::{ActivityLogSpec, AuditLogSpec};
+    // Longer than a poll interval: polling sees states, so two changes of one item between
+    // two polls would be one activity.
+    let pause = || tokio::time::sleep(Duration::from_millis(1_500));
+    let now = chrono::Utc::now;
+    let step = |what: &str| println!("  $ {what}");
+    match simulator {
+        Simulator::Jive(sim) => {
+            step("create document \"Q3 plan\" and file \"budget.xlsx\"");
+            let plan = sim.create_content(ContentSpec::new("Q3 plan", now()));
+            let budget =
+                sim.create_content(ContentSpec::new("budget.xlsx", now()).with_type("file"));
+            pause().await;
+            step("edit \"Q3 plan\"");
+            sim.modify_content(&plan, now());
+            pause().await;
+            step("start discussion \"Launch date?\"");
+            sim.create_content(ContentSpec::new("Launch date?", now()).with_type("discussion"));
+            pause().await;
+            step("delete \"budget.xlsx\"");
+            sim.delete_content(&budget, now());
+            Ok(5)
+        }
+        Simulator::Onna(sim) => {
+            let user = "ann@acmecorp.com";
+            step("ann logs in and opens the navigation menu");
+            sim.add_activity(ActivityLogSpec::new("login", user, now()).with_route("/login"));
+            sim.add_activity(
+                ActivityLogSpec::new("nav-menu-opened", user, now()).with_route("/dashboard"),
+            );
+            pause().await;
+            step("ann adds a Slack source (audit log)");
+            sim.add_audit(AuditLogSpec::new(
+                "add",
+                "Added SlackDatasource source: \"DEMO\"",
+                now(),
+            ));
+            pause().await;
+            step("ann shares a workspace, then removes a resource");
+            sim.add_activity(
+                ActivityLogSpec::new("sharing", user, now())
+                    .with_route("/dashboard/workspace/list"),
+            );
+            sim.add_audit(AuditLogSpec::new("delete", "Resource removed", now()));
+            Ok(5)
+        }
+    }
 }
 
 /// The scripted changes and how many activities each produces.
@@ -57,10 +126,10 @@ async fn make_changes(root: &Path) -> anyhow::Result<usize> {
 /// One line per activity: sequence, time, type/subtype, object type, path.
 fn describe(sequence: u64, activity: &Activity) -> String {
     let path = |object: &Option<Value>| -> String {
-        object
-            .as_ref()
-            .and_then(|o| o.get("path"))
-            .and_then(Value::as_str)
+        let object = object.as_ref();
+        ["path", "name", "id"]
+            .iter()
+            .find_map(|key| object.and_then(|o| o.get(*key)).and_then(Value::as_str))
             .unwrap_or("?")
             .to_owned()
     };
@@ -94,17 +163,52 @@ fn describe(sequence: u64, activity: &Activity) -> String {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let workspace = tempfile::tempdir().context("creating a temporary directory")?;
-    let (root, scripted) = match &args.dir {
-        Some(dir) => (
+    let upstream = match args.service {
+        DemoService::Local => None,
+        DemoService::Jive => Some(SimulatedService::Jive),
+        DemoService::Onna => Some(SimulatedService::Onna),
+    };
+    let simulator = match upstream {
+        Some(service) => {
+            Some(Simulator::start(service, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?)
+        }
+        None => None,
+    };
+    let (root, scripted) = match (&args.dir, &simulator) {
+        (_, Some(_)) => (PathBuf::new(), true),
+        (Some(dir), None) => (
             dir.canonicalize()
                 .with_context(|| format!("{} is not accessible", dir.display()))?,
             args.script,
         ),
-        None => {
+        (None, None) => {
             let root = workspace.path().join("watched");
             std::fs::create_dir(&root)?;
             (root, true)
         }
+    };
+    let (service, config, watching) = match &simulator {
+        Some(simulator) => {
+            let mut config = simulator.account_config();
+            // Poll every second, up to now (a simulator indexes without lag), so the demo is
+            // lively.
+            config["poll_interval_seconds"] = json!(1);
+            config["safety_lag_seconds"] = json!(0);
+            let service = match upstream {
+                Some(SimulatedService::Onna) => "onna",
+                _ => "jive",
+            };
+            (
+                service,
+                config,
+                format!("the {service} simulator at {}", simulator.base_url()),
+            )
+        }
+        None => (
+            "local",
+            json!({ "path": root.to_string_lossy() }),
+            root.display().to_string(),
+        ),
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(workspace.path().join("tidemark.db"))?);
     // An application with an API key, so webhooks carry X-Kloudless-Signature too.
@@ -113,9 +217,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let account = store
         .create_account(NewAccount {
             application_id: application.id,
-            service: "local".into(),
-            admin: false,
-            config: json!({ "path": root.to_string_lossy() }),
+            service: service.into(),
+            admin: simulator.is_some(),
+            config,
             token_digest: None,
         })
         .await?;
@@ -126,9 +230,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ..NewSubscription::changes(account.id)
         })
         .await?;
-    println!("tidemark demo: watching {}", root.display());
+    println!("tidemark demo: watching {watching}");
     println!(
-        "  account {} (local), subscription {}; activity appears below as it is committed\n",
+        "  account {} ({service}), subscription {}; activity appears below as it is committed\n",
         account.id, subscription.id
     );
 
@@ -163,7 +267,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if tokio::time::Instant::now() > deadline {
             let state = store.poll_state(subscription.id).await?;
             bail!(
-                "the local connector did not start: {}",
+                "the {service} connector did not start: {}",
                 state.last_error.unwrap_or_default()
             );
         }
@@ -175,10 +279,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Arc::clone(&engine),
         subscription.id,
     ));
-    let expected = if scripted {
-        make_changes(&root).await?
-    } else {
-        0
+    let expected = match (&simulator, scripted) {
+        (Some(simulator), _) => make_upstream_changes(simulator).await?,
+        (None, true) => make_changes(&root).await?,
+        (None, false) => 0,
     };
     if scripted {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -192,10 +296,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     if args.follow || !scripted {
-        println!(
-            "\nwatching {} — change files there; Ctrl-C to stop",
-            root.display()
-        );
+        match &simulator {
+            Some(simulator) => {
+                simulator.generate(1.0);
+                println!("\nthe simulator now makes about one change a second; Ctrl-C to stop");
+            }
+            None => println!("\nwatching {watching} — change files there; Ctrl-C to stop"),
+        }
         crate::serve::shutdown_signal().await;
     }
     let total = store.latest_sequence(subscription.id).await?;
@@ -203,6 +310,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     engine_task.await?;
     notifier.stopped().await;
     printer.abort();
+    if let Some(simulator) = &simulator {
+        simulator.shutdown();
+    }
     println!(
         "\n{total} activities in the stream of subscription {}. Done.",
         subscription.id

@@ -14,6 +14,7 @@ mod bench;
 mod db;
 mod demo;
 mod serve;
+mod simulate;
 
 /// Tidemark: self-hosted activity monitoring, wire-compatible with the Kloudless Activity API.
 #[derive(Debug, Parser)]
@@ -29,6 +30,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Watch a temporary directory, change files in it, and print the activity stream live.
     Demo(demo::DemoArgs),
+    /// Run one upstream simulator (jive, onna) on a loopback port.
+    Simulate(simulate::SimulateArgs),
     /// Applications (tenants).
     #[command(subcommand)]
     App(serve::AppCommand),
@@ -56,12 +59,13 @@ async fn main() -> anyhow::Result<()> {
     // The demo and the benchmarks print their own output; only problems are logged.
     init_tracing(match cli.command {
         Command::Serve(_) | Command::App(_) => "info",
-        Command::Demo(_) | Command::Bench(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) | Command::Simulate(_) => "warn",
     });
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::App(command) => serve::app(command).await,
         Command::Bench(command) => bench::run(command).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
 }

@@ -36,6 +36,53 @@ fn test_demo_prints_the_activity_of_real_file_changes() {
     }
 }
 
+#[test]
+fn test_demo_shows_the_jive_and_onna_simulators_activity() {
+    for (service, expected) in [
+        (
+            "jive",
+            [
+                "add      unknown  file    Q3 plan",
+                "update   unknown  file    Q3 plan",
+                "add      unknown  file    Launch date?",
+                "delete   unknown  file",
+            ],
+        ),
+        (
+            "onna",
+            [
+                "access   login    page    /login",
+                "access   unknown  page    /dashboard",
+                "add      unknown  source  Added SlackDatasource",
+                "add      permission_create page    /dashboard/workspace",
+            ],
+        ),
+    ] {
+        let output = tidemark()
+            .args(["demo", "--service", service])
+            .output()
+            .expect("demo runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
+        for line in expected
+            .iter()
+            .chain(["5 activities in the stream", "(signed twice)"].iter())
+        {
+            assert!(
+                stdout.contains(line),
+                "missing `{line}` in the {service} demo output:\n{stdout}"
+            );
+        }
+    }
+    let output = tidemark()
+        .args(["demo", "--service", "gopher"])
+        .output()
+        .expect("demo runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("gopher"));
+}
+
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

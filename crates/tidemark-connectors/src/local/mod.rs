@@ -437,7 +437,7 @@ fn io_error_to_validation(root: &Path, error: std::io::Error) -> ConnectorError 
 ///
 /// A directory this process may not read is a [`ConnectorError::BadConfig`], not
 /// [`ConnectorError::Unauthorized`]: there are no credentials involved (that variant would
-/// disable the subscription as `credentials_invalid`); the account must name a directory the
+/// disable the subscription as `invalid_credentials`); the account must name a directory the
 /// service can read, or the directory's permissions must change.
 fn root_error_to_validation(root: &Path, error: RootError) -> ConnectorError {
     match error {
