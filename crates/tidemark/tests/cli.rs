@@ -83,6 +83,68 @@ fn test_demo_shows_the_jive_and_onna_simulators_activity() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("gopher"));
 }
 
+#[test]
+fn test_simulate_serves_jive_with_generated_activity_until_stopped() {
+    use std::io::BufRead as _;
+    let mut child = tidemark()
+        .args(["simulate", "jive", "--generate", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulate starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let printed: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let base = printed["base_url"].as_str().expect("base_url").to_owned();
+    assert_eq!(printed["account_config"]["base_url"], base.as_str());
+    let address = base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_owned();
+    let path = format!(
+        "{}/contents?sort=latestActivityAsc&count=100",
+        base.trim_start_matches(&format!("http://{address}"))
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut stream = TcpStream::connect(&address).expect("connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // admin:password, the simulator's default Basic credentials.
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic YWRtaW46cGFzc3dvcmQ=\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("throw 'allowIllegalResourceCall is false.';"));
+        if response.contains("\"subject\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no generated content: {response}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("exits");
+    assert!(
+        status.success(),
+        "simulate exits cleanly on SIGTERM: {status}"
+    );
+}
+
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

@@ -53,6 +53,20 @@ pub struct UpdateAccount {
     config: Option<Value>,
 }
 
+/// The `disable_reason` of a subscription whose upstream refused the account's credentials.
+const INVALID_CREDENTIALS: &str = "invalid_credentials";
+
+/// Credentials are write-only, so a client cannot send back what it never saw: a new config
+/// without `credentials` keeps the old ones.
+fn keep_credentials(mut config: Value, old: &Value) -> Value {
+    if let (Some(object), Some(credentials)) = (config.as_object_mut(), old.get("credentials")) {
+        object
+            .entry("credentials")
+            .or_insert_with(|| credentials.clone());
+    }
+    config
+}
+
 /// Checks a config's shape, then builds and validates the connector with it.
 async fn check_config(service: &str, config: &Value) -> Result<(), ApiError> {
     if !config.is_object() {
@@ -177,7 +191,9 @@ pub async fn get(
     Ok(Json(AccountView::new(&account, None)))
 }
 
-/// `PATCH /accounts/{account}`: changes `admin` or replaces `config` (checked like a new one).
+/// `PATCH /accounts/{account}`: changes `admin` or replaces `config` (checked like a new one;
+/// `credentials` are kept when the new config omits them). A config that validates re-enables
+/// the account's subscriptions disabled with `invalid_credentials`.
 #[utoipa::path(patch, path = "/accounts/{account}", tag = "accounts", params(("account" = String, Path, description = "The account: its numeric id, or `me` with a bearer token")), request_body = UpdateAccount, security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, body = AccountView), CommonErrors))]
 pub async fn update(
@@ -187,19 +203,40 @@ pub async fn update(
     JsonBody(body): JsonBody<UpdateAccount>,
 ) -> Result<impl IntoResponse, ApiError> {
     let account = resolve_account(&state, &caller, &reference).await?;
-    if let Some(config) = &body.config {
+    let config = body
+        .config
+        .map(|config| keep_credentials(config, &account.config));
+    if let Some(config) = &config {
         check_config(&account.service, config).await?;
     }
+    let reconfigured = config.is_some();
     let updated = state
         .store
         .update_account(
             account.id,
             AccountPatch {
                 admin: body.admin,
-                config: body.config,
+                config,
             },
         )
         .await?;
+    if reconfigured {
+        // The new config reached the upstream: subscriptions stopped because it refused the
+        // old credentials run again.
+        for subscription in state.store.list_subscriptions(account.id).await? {
+            if !subscription.active && subscription.disable_reason == INVALID_CREDENTIALS {
+                state
+                    .store
+                    .set_subscription_active(subscription.id, true, "")
+                    .await?;
+                tracing::info!(
+                    account_id = account.id,
+                    subscription_id = subscription.id,
+                    "credentials fixed; subscription re-enabled"
+                );
+            }
+        }
+    }
     state.credentials.clear();
     Ok(Json(AccountView::new(&updated, None)))
 }

@@ -12,4 +12,5 @@ mod kloudless_sdk;
 mod openapi;
 mod subscriptions;
 mod tenancy;
+mod upstream_accounts;
 mod webhooks;

@@ -1,0 +1,159 @@
+//! Accounts of HTTP upstreams (Jive, Onna) against their simulators: connecting checks the
+//! credentials with the upstream, credentials stay write-only across PATCH, and fixing
+//! rejected credentials re-enables the subscriptions they had stopped.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tidemark_simulators::{JiveSimulator, OnnaSimulator};
+use tidemark_store::Store;
+
+use crate::harness::TestServer;
+
+async fn connect(server: &TestServer, service: &str, config: Value) -> (StatusCode, Value) {
+    server
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            &server.key(),
+            Some(json!({"service": service, "admin": true, "config": config})),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn test_connecting_checks_credentials_with_the_upstream() {
+    let server = TestServer::start().await;
+    let jive = JiveSimulator::start().await.expect("jive");
+    let onna = OnnaSimulator::start().await.expect("onna");
+    let good_jive = json!({"base_url": jive.base_url(), "credentials": {"username": "admin", "password": "password"}});
+    let (status, body) = connect(&server, "jive", good_jive).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body["config"].get("credentials").is_none(), "write-only");
+    let good_onna = json!({"base_url": onna.base_url(), "credentials": {"token": "sim-token"}});
+    let (status, body) = connect(&server, "onna", good_onna).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    for (service, config, says) in [
+        (
+            "jive",
+            json!({"base_url": jive.base_url(), "credentials": {"username": "admin", "password": "nope"}}),
+            "credentials",
+        ),
+        (
+            "onna",
+            json!({"base_url": onna.base_url(), "credentials": {"token": "wrong"}}),
+            "credentials",
+        ),
+        ("jive", json!({"credentials": {"token": "t"}}), "base_url"),
+        ("onna", json!({"base_url": onna.base_url()}), "credentials"),
+        (
+            "jive",
+            json!({"base_url": jive.base_url(), "credentials": {"token": "t"}, "page_size": 1000}),
+            "page_size",
+        ),
+        (
+            "onna",
+            json!({"base_url": "http://127.0.0.1:9/closed", "credentials": {"token": "t"}}),
+            "onna",
+        ),
+    ] {
+        let (status, body) = connect(&server, service, config.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{service} {config}: {body}"
+        );
+        assert_eq!(body["error_code"], "invalid_parameters");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{service} {config}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn test_fixing_rejected_credentials_by_patch_re_enables_the_subscription() {
+    let server = TestServer::start().await;
+    let jive = JiveSimulator::start().await.expect("jive");
+    let config = json!({"base_url": jive.base_url(), "credentials": {"username": "admin", "password": "password"}});
+    let (status, account) = connect(&server, "jive", config).await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let id = account["id"].as_i64().expect("id");
+    let (status, subscription) = server
+        .call(
+            Method::POST,
+            &format!("/v2/accounts/{id}/subscriptions"),
+            &server.key(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{subscription}");
+    let subscription_id = subscription["id"].as_i64().expect("id");
+
+    // The upstream rotates the password; the engine disables the subscription (proven in the
+    // engine's tests) with this reason.
+    jive.set_basic("admin", "rotated");
+    server
+        .store
+        .set_subscription_active(subscription_id, false, "invalid_credentials")
+        .await
+        .expect("disable");
+    let path = format!("/v1/accounts/{id}");
+    let subscription_path = format!("/v2/accounts/{id}/subscriptions/{subscription_id}");
+
+    // A PATCH that keeps the old credentials is checked with the upstream and refused.
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &path,
+            &server.key(),
+            Some(json!({"config": {"base_url": jive.base_url(), "poll_interval_seconds": 60}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, still) = server.get(&subscription_path, &server.key()).await;
+    assert_eq!(still["active"], false);
+    assert_eq!(still["disable_reason"], "invalid_credentials");
+
+    // The new password: accepted, and the subscription runs again.
+    let fixed = json!({"config": {"base_url": jive.base_url(), "credentials": {"username": "admin", "password": "rotated"}}});
+    let (status, body) = server
+        .call(Method::PATCH, &path, &server.key(), Some(fixed))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["config"].get("credentials").is_none(), "write-only");
+    let (_, running) = server.get(&subscription_path, &server.key()).await;
+    assert_eq!(running["active"], true, "{running}");
+    assert_eq!(running["disable_reason"], "");
+
+    // Credentials omitted from a later PATCH are kept, not dropped.
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &path,
+            &server.key(),
+            Some(json!({"config": {"base_url": jive.base_url(), "page_size": 50}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stored = server.store.get_account(id).await.expect("account");
+    assert_eq!(stored.config["credentials"]["password"], "rotated");
+    assert_eq!(stored.config["page_size"], 50);
+
+    // A subscription the user deactivated stays deactivated.
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            &subscription_path,
+            &server.key(),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let again = json!({"config": {"base_url": jive.base_url()}});
+    let (status, _) = server
+        .call(Method::PATCH, &path, &server.key(), Some(again))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, deactivated) = server.get(&subscription_path, &server.key()).await;
+    assert_eq!(deactivated["active"], false);
+    assert_eq!(deactivated["disable_reason"], "deactivated_by_user");
+}
