@@ -64,6 +64,10 @@ pub struct NotifierConfig {
     pub scan_interval: Duration,
     /// Activities examined per notification when an endpoint has a filter.
     pub max_filtered_activities: usize,
+    /// Root certificates (PEM, one or more) trusted for `https` endpoints besides the built-in
+    /// web roots: a private CA, or a receiver's self-signed certificate. Example: the contents
+    /// of `/etc/tidemark/webhook-ca.pem` (`tidemark serve --webhook-ca-file`).
+    pub extra_root_certificates_pem: Option<String>,
 }
 
 impl Default for NotifierConfig {
@@ -80,6 +84,7 @@ impl Default for NotifierConfig {
             max_in_flight_per_endpoint: 16,
             scan_interval: Duration::from_millis(500),
             max_filtered_activities: 10_000,
+            extra_root_certificates_pem: None,
         }
     }
 }
@@ -206,18 +211,26 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// A sender with the configured timeouts.
+    /// A sender with the configured timeouts, trusting the web's roots and the configured
+    /// extra root certificates.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built (TLS backend initialisation).
+    /// When the extra root certificates are not valid PEM, or the HTTP client cannot be built
+    /// (TLS backend initialisation).
     pub fn new(config: &NotifierConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.connect_timeout + config.read_timeout)
             .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Sender { client })
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &config.extra_root_certificates_pem {
+            for certificate in reqwest::Certificate::from_pem_bundle(pem.as_bytes())? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        Ok(Sender {
+            client: builder.build()?,
+        })
     }
 
     /// POSTs `body` to `url`, signed with the application's oldest API key (if any) and the
@@ -280,12 +293,28 @@ impl Sender {
                 AttemptResult {
                     status: None,
                     success: false,
-                    error: Some(format!("{kind}: {error}")),
+                    error: Some(format!("{kind}: {}", error_chain(&error))),
                     body: String::new(),
                 }
             }
         }
     }
+}
+
+/// An error with its causes (`error sending request: client error (Connect): invalid peer
+/// certificate: UnknownIssuer`): reqwest's own message alone does not say what failed.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Finds due notifications and delivers them. Share it in an `Arc`; call [`Notifier::wake`]

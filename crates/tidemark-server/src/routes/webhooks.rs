@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidemark_notify::filter::EventPattern;
-use tidemark_notify::webhooks::{check_target, check_url, NotifierConfig, Sender};
+use tidemark_notify::webhooks::{check_target, check_url, Sender};
 use tidemark_store::{
     AttemptQuery, NewWebhookEndpoint, WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
@@ -199,7 +199,7 @@ async fn test_endpoint(
     url: &str,
     secret: &str,
 ) -> Result<(), ApiError> {
-    let sender = Sender::new(&NotifierConfig::default()).map_err(|e| ApiError::internal(&e))?;
+    let sender = Sender::new(&state.webhook_config).map_err(|e| ApiError::internal(&e))?;
     let api_key = state.store.signing_key(application_id).await?;
     let message_id = format!("msg_test_{}", rand::random::<u64>());
     let result = sender

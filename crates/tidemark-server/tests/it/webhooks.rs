@@ -15,6 +15,8 @@ use tidemark_store::{CommitBatch, Store};
 
 use crate::harness::{Auth, TestServer};
 
+mod tls;
+
 /// One request a receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -40,18 +42,24 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(application_id: i64) -> Receiver {
-        let state = Arc::new(ReceiverState::default());
-        *state.test_answer.lock().expect("lock") = (200, application_id.to_string());
-        state.statuses.lock().expect("lock").push(200);
-        let app = axum::Router::new()
-            .route("/hook", post(receive))
-            .with_state(Arc::clone(&state));
+        let (state, app) = Self::app(application_id);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver { url, state }
+    }
+
+    /// The receiver's state and routes, answering the test request for `application_id`.
+    fn app(application_id: i64) -> (Arc<ReceiverState>, axum::Router) {
+        let state = Arc::new(ReceiverState::default());
+        *state.test_answer.lock().expect("lock") = (200, application_id.to_string());
+        state.statuses.lock().expect("lock").push(200);
+        let app = axum::Router::new()
+            .route("/hook", post(receive))
+            .with_state(Arc::clone(&state));
+        (state, app)
     }
 
     pub fn answer_test_with(&self, status: u16, body: &str) {
@@ -115,6 +123,34 @@ fn start_notifier(
         let _ = stopped.await;
     }));
     (notifier, stop)
+}
+
+/// An endpoint's attempts through the API, newest first, once there are at least `count`.
+async fn wait_for_attempts(
+    server: &TestServer,
+    endpoint_id: i64,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (status, list) = server
+            .get(
+                &format!("/v1/webhooks/{endpoint_id}/attempts"),
+                &server.key(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let objects = list["objects"].as_array().cloned().unwrap_or_default();
+        if objects.len() >= count {
+            return objects;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {count} attempts at endpoint {endpoint_id}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_for<F: Fn() -> bool>(what: &str, timeout: Duration, condition: F) {
