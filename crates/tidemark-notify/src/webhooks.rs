@@ -19,8 +19,10 @@
 //!    failure the notification is dropped until newer activity arrives. Every attempt is
 //!    recorded.
 //!
-//! Concurrency is bounded globally and per endpoint, so one slow or dead endpoint never delays
-//! the others.
+//! Concurrency is bounded globally (places in this notifier) and per endpoint (claims held in
+//! the store). The claim itself skips endpoints at their limit, so a slow or dead endpoint with
+//! many due notifications holds at most its own places and never delays the others; and a
+//! claimed notification is sent at once, within its claim, so no two notifiers send it at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,10 +57,14 @@ pub struct NotifierConfig {
     /// 24 h).
     pub give_up_after: Duration,
     /// How long a claim on a notification lasts (another notifier may take it over after).
+    /// Never less than the request's timeouts plus [`CLAIM_MARGIN`], so that an attempt ends
+    /// before its claim does (see [`NotifierConfig::effective_claim_ttl`]).
     pub claim_ttl: Duration,
     /// Deliveries in flight at once, over all endpoints.
     pub max_in_flight: usize,
-    /// Deliveries in flight at once to one endpoint.
+    /// Deliveries in flight at once to one endpoint (claims held, over all notifiers of the
+    /// store). An endpoint at its limit is passed over, so a slow or dead one cannot take the
+    /// places of the others.
     pub max_in_flight_per_endpoint: usize,
     /// Longest wait between two looks for due notifications when nothing wakes the notifier.
     pub scan_interval: Duration,
@@ -89,7 +95,17 @@ impl Default for NotifierConfig {
     }
 }
 
+/// How much longer than one attempt's timeouts a claim lasts at least.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+
 impl NotifierConfig {
+    /// The claim's lifetime: [`NotifierConfig::claim_ttl`], raised to outlast one attempt
+    /// (connect and read timeouts) by [`CLAIM_MARGIN`].
+    pub fn effective_claim_ttl(&self) -> Duration {
+        self.claim_ttl
+            .max(self.connect_timeout + self.read_timeout + CLAIM_MARGIN)
+    }
+
     /// The delay before the next try after `failures` failures in a row (the first retry
     /// after one failure waits `backoff_initial`).
     pub fn retry_delay(&self, failures: u32) -> Duration {
@@ -208,6 +224,8 @@ pub struct AttemptResult {
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    /// The whole request's time limit (connect and read).
+    timeout: Duration,
 }
 
 impl Sender {
@@ -230,6 +248,7 @@ impl Sender {
         }
         Ok(Sender {
             client: builder.build()?,
+            timeout: config.connect_timeout + config.read_timeout,
         })
     }
 
@@ -243,10 +262,28 @@ impl Sender {
         secret: &str,
         message_id: &str,
     ) -> AttemptResult {
+        self.post_within(url, body, api_key, secret, message_id, None)
+            .await
+    }
+
+    /// [`Sender::post`], giving up after `timeout` if that is sooner than the configured
+    /// timeouts.
+    pub async fn post_within(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        api_key: Option<&str>,
+        secret: &str,
+        message_id: &str,
+        timeout: Option<Duration>,
+    ) -> AttemptResult {
         let mut request = self
             .client
             .post(url)
             .header("Content-Type", "application/json");
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout.min(self.timeout));
+        }
         if let Some(key) = api_key {
             request = request.header(
                 "X-Kloudless-Signature",
@@ -325,7 +362,6 @@ pub struct Notifier {
     sender: Sender,
     wake: Notify,
     global: Arc<Semaphore>,
-    per_endpoint: Mutex<HashMap<i64, Arc<Semaphore>>>,
     /// Finished notifications, written to the store in batches by [`Notifier::run`].
     finished: tokio::sync::mpsc::UnboundedSender<Finished>,
     finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Finished>>>,
@@ -372,7 +408,6 @@ impl Notifier {
             store,
             config,
             wake: Notify::new(),
-            per_endpoint: Mutex::new(HashMap::new()),
             finished,
             finished_rx: Mutex::new(Some(finished_rx)),
             signing_keys: Mutex::new(HashMap::new()),
@@ -490,14 +525,27 @@ impl Notifier {
         settings
     }
 
+    /// Claims what is due, as many as there are free places, and starts delivering each.
+    ///
+    /// The store enforces the per-endpoint limit while claiming, so every claimed notification
+    /// starts at once: nothing waits for an endpoint while holding a place or its claim.
     async fn dispatch_due(self: &Arc<Self>) {
         let free = self.global.available_permits();
         if free == 0 {
             return;
         }
+        let ttl = self.config.effective_claim_ttl();
+        // The claim lasts until `now + ttl` as the store sees it; measured from before the
+        // call, the deadline here is never later than the store's.
+        let claim_deadline = Instant::now() + ttl;
         let due = match self
             .store
-            .claim_due_notifications(Utc::now(), self.config.claim_ttl, free)
+            .claim_due_notifications(
+                Utc::now(),
+                ttl,
+                free,
+                self.config.max_in_flight_per_endpoint.max(1),
+            )
             .await
         {
             Ok(due) => due,
@@ -506,35 +554,23 @@ impl Notifier {
                 return;
             }
         };
+        debug_assert!(due.len() <= free);
         for notification in due {
+            // Only this loop takes places, and it claimed no more than were free.
             let Ok(permit) = Arc::clone(&self.global).try_acquire_owned() else {
                 break;
             };
-            let endpoint_permits = self.endpoint_semaphore(notification.endpoint.id);
             let notifier = Arc::clone(self);
             tokio::spawn(async move {
                 let _permit = permit;
-                let _endpoint_permit = endpoint_permits.acquire_owned().await;
-                notifier.deliver(notification).await;
+                notifier.deliver(notification, claim_deadline).await;
             });
         }
     }
 
-    fn endpoint_semaphore(&self, endpoint_id: i64) -> Arc<Semaphore> {
-        let mut map = self
-            .per_endpoint
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(map.entry(endpoint_id).or_insert_with(|| {
-            Arc::new(Semaphore::new(
-                self.config.max_in_flight_per_endpoint.max(1),
-            ))
-        }))
-    }
-
     /// Delivers (or skips) one claimed notification and records the outcome.
     #[tracing::instrument(skip_all, fields(endpoint_id = due.endpoint.id, subscription_id = due.subscription_id))]
-    async fn deliver(&self, due: DueNotification) {
+    async fn deliver(&self, due: DueNotification, claim_deadline: Instant) {
         match self.matches_filter(&due).await {
             Ok(true) => {}
             Ok(false) => {
@@ -573,13 +609,25 @@ impl Notifier {
                 body: String::new(),
             },
             None => {
+                // The request must end before the claim does, or another notifier could send
+                // the same notification meanwhile.
+                let Some(left) = claim_deadline
+                    .checked_duration_since(Instant::now())
+                    .and_then(|left| left.checked_sub(CLAIM_MARGIN))
+                else {
+                    tracing::warn!(
+                        "claim ran out before the webhook could be sent; leaving it to expire"
+                    );
+                    return;
+                };
                 self.sender
-                    .post(
+                    .post_within(
                         &due.endpoint.url,
                         body,
                         settings.signing_key.as_deref(),
                         &due.endpoint.secret,
                         &message_id,
+                        Some(left),
                     )
                     .await
             }

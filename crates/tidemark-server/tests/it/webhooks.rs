@@ -15,6 +15,7 @@ use tidemark_store::{CommitBatch, Store};
 
 use crate::harness::{Auth, TestServer};
 
+mod isolation;
 mod tls;
 
 /// One request a receiver got.
