@@ -642,8 +642,9 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: i64,
         query: AttemptQuery,
     ) -> StoreResult<Vec<WebhookAttempt>>;
-    /// Makes every subscription with a failed attempt since `since` due again at once (its
-    /// back-off and any give-up forgotten). Returns how many.
+    /// Makes every subscription with a failed attempt since `since`, and activity the endpoint
+    /// has not been told about since, due again at once (its back-off and any give-up
+    /// forgotten). Returns how many.
     async fn recover_webhook(&self, endpoint_id: i64, since: DateTime<Utc>) -> StoreResult<u64>;
 
     // ---- checkpoints, leases and scheduling --------------------------------------------

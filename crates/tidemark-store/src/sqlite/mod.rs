@@ -852,7 +852,8 @@ impl Store for SqliteStore {
             let changed = tx.execute(
                 "UPDATE webhook_deliveries SET given_up_sequence = 0, attempts = 0, failing_since = NULL, \
                  next_attempt_at = 0 WHERE endpoint_id = ?1 AND subscription_id IN \
-                 (SELECT subscription_id FROM webhook_attempts WHERE endpoint_id = ?1 AND success = 0 AND started_at >= ?2)",
+                 (SELECT subscription_id FROM webhook_attempts WHERE endpoint_id = ?1 AND success = 0 AND started_at >= ?2) \
+                 AND notified_sequence < (SELECT last_sequence FROM subscriptions s WHERE s.id = webhook_deliveries.subscription_id)",
                 params![endpoint_id, micros(since)],
             )?;
             Ok(changed as u64)
