@@ -45,7 +45,8 @@ pub const USER_AGENT: &str = "tidemark-webhook/1";
 pub struct NotifierConfig {
     /// Time to connect to an endpoint (seed: 3.05 s).
     pub connect_timeout: Duration,
-    /// Time for the whole request once connected (seed: 27 s to read).
+    /// Time to wait for the answer's next bytes once connected (seed: 27 s to read); the
+    /// whole request is capped at `connect_timeout + read_timeout`.
     pub read_timeout: Duration,
     /// Delay after the first failure (seed: 1 s).
     pub backoff_initial: Duration,
@@ -236,8 +237,11 @@ impl Sender {
     /// When the extra root certificates are not valid PEM, or the HTTP client cannot be built
     /// (TLS backend initialisation).
     pub fn new(config: &NotifierConfig) -> Result<Self, reqwest::Error> {
+        // The seed's timeouts are the socket's (Python requests' `timeout=(3.05, 27)`): to
+        // connect, and between reads of the answer; the whole request is capped at their sum.
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
             .timeout(config.connect_timeout + config.read_timeout)
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none());

@@ -17,6 +17,7 @@ use crate::harness::{Auth, TestServer};
 
 mod api;
 mod isolation;
+mod success_rule;
 mod tls;
 
 /// One request a receiver got.
@@ -33,6 +34,8 @@ struct ReceiverState {
     test_answer: Mutex<(u16, String)>,
     /// Statuses to answer notifications with, in turn (the last one repeats).
     statuses: Mutex<Vec<u16>>,
+    /// How long to wait before answering notifications, in turn (then at once).
+    delays: Mutex<Vec<Duration>>,
     received: Mutex<Vec<Received>>,
 }
 
@@ -72,6 +75,11 @@ impl Receiver {
         *self.state.statuses.lock().expect("lock") = statuses.to_vec();
     }
 
+    /// Waits `delays[0]` before answering the next notification, `delays[1]` the one after...
+    pub fn delay_notifications_by(&self, delays: &[Duration]) {
+        *self.state.delays.lock().expect("lock") = delays.to_vec();
+    }
+
     pub fn notifications(&self) -> Vec<Received> {
         self.state.received.lock().expect("lock").clone()
     }
@@ -99,6 +107,13 @@ async fn receive(
             statuses.first().copied().unwrap_or(200)
         }
     };
+    let delay = {
+        let mut delays = state.delays.lock().expect("lock");
+        (!delays.is_empty()).then(|| delays.remove(0))
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     (
         AxumStatus::from_u16(status).unwrap_or(AxumStatus::OK),
         String::new(),
