@@ -36,6 +36,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::filter::EventPattern;
 use crate::signing;
+pub use crate::targets::{check_target, check_url, is_private_address, MAX_URL_LEN};
+use crate::targets::{refuse_private_address_literal, PublicOnlyResolver};
 
 /// The `User-Agent` of every webhook request.
 pub const USER_AGENT: &str = "tidemark-webhook/1";
@@ -121,93 +123,6 @@ impl NotifierConfig {
     }
 }
 
-/// Longest webhook URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
-
-/// Checks a webhook URL: absolute `http` or `https` with a host, no credentials, not over-long.
-///
-/// # Errors
-/// A message saying what is wrong.
-pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    if url.len() > MAX_URL_LEN {
-        return Err(format!("`url` is longer than {MAX_URL_LEN} characters"));
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!(
-            "`url` must be http or https, not `{}`",
-            parsed.scheme()
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err("`url` needs a host".into());
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("`url` must not carry credentials".into());
-    }
-    Ok(parsed)
-}
-
-/// Whether an address is private, loopback, link-local or otherwise not on the public internet.
-pub fn is_private_address(address: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match address {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)) // shared address space
-                || (a == 198 && (b == 18 || b == 19)) // benchmarking
-                || a >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private_address(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// Checks where a webhook would go: when private targets are not allowed, every address the
-/// host resolves to must be public.
-///
-/// # Errors
-/// A message naming the private address, or the resolution failure.
-pub async fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
-    if allow_private {
-        return Ok(());
-    }
-    let host = url
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = url.port_or_known_default().unwrap_or(80);
-    let addresses = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| format!("`url` host `{host}` does not resolve: {e}"))?;
-    for address in addresses {
-        if is_private_address(address.ip()) {
-            return Err(format!(
-                "`url` resolves to the private address {}, and this application does not allow private webhook targets",
-                address.ip()
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// What one HTTP attempt produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptResult {
@@ -224,9 +139,32 @@ pub struct AttemptResult {
 /// Sends signed webhook requests.
 #[derive(Debug, Clone)]
 pub struct Sender {
+    /// Connects wherever the endpoint's host resolves.
     client: reqwest::Client,
+    /// Connects only to public addresses: for applications that refuse private targets.
+    public_client: reqwest::Client,
     /// The whole request's time limit (connect and read).
     timeout: Duration,
+}
+
+/// How one request is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct PostOptions {
+    /// Give up after this long if that is sooner than the configured timeouts.
+    pub timeout: Option<Duration>,
+    /// Whether the request may go to private, loopback or link-local addresses. When not, the
+    /// addresses it connects to are checked as resolved (no second look-up that a DNS answer
+    /// could change in between).
+    pub allow_private_targets: bool,
+}
+
+impl Default for PostOptions {
+    fn default() -> Self {
+        PostOptions {
+            timeout: None,
+            allow_private_targets: true,
+        }
+    }
 }
 
 impl Sender {
@@ -239,19 +177,27 @@ impl Sender {
     pub fn new(config: &NotifierConfig) -> Result<Self, reqwest::Error> {
         // The seed's timeouts are the socket's (Python requests' `timeout=(3.05, 27)`): to
         // connect, and between reads of the answer; the whole request is capped at their sum.
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .timeout(config.connect_timeout + config.read_timeout)
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = &config.extra_root_certificates_pem {
-            for certificate in reqwest::Certificate::from_pem_bundle(pem.as_bytes())? {
-                builder = builder.add_root_certificate(certificate);
+        let builder = || -> Result<reqwest::ClientBuilder, reqwest::Error> {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .read_timeout(config.read_timeout)
+                .timeout(config.connect_timeout + config.read_timeout)
+                .user_agent(USER_AGENT)
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(pem) = &config.extra_root_certificates_pem {
+                for certificate in reqwest::Certificate::from_pem_bundle(pem.as_bytes())? {
+                    builder = builder.add_root_certificate(certificate);
+                }
             }
-        }
+            Ok(builder)
+        };
         Ok(Sender {
-            client: builder.build()?,
+            client: builder()?.build()?,
+            // A proxy would resolve the host itself, past the resolver's check.
+            public_client: builder()?
+                .no_proxy()
+                .dns_resolver(Arc::new(PublicOnlyResolver))
+                .build()?,
             timeout: config.connect_timeout + config.read_timeout,
         })
     }
@@ -266,26 +212,47 @@ impl Sender {
         secret: &str,
         message_id: &str,
     ) -> AttemptResult {
-        self.post_within(url, body, api_key, secret, message_id, None)
-            .await
+        self.post_with(
+            url,
+            body,
+            api_key,
+            secret,
+            message_id,
+            PostOptions::default(),
+        )
+        .await
     }
 
-    /// [`Sender::post`], giving up after `timeout` if that is sooner than the configured
-    /// timeouts.
-    pub async fn post_within(
+    /// [`Sender::post`], as `options` say.
+    pub async fn post_with(
         &self,
         url: &str,
         body: Vec<u8>,
         api_key: Option<&str>,
         secret: &str,
         message_id: &str,
-        timeout: Option<Duration>,
+        options: PostOptions,
     ) -> AttemptResult {
-        let mut request = self
-            .client
-            .post(url)
-            .header("Content-Type", "application/json");
-        if let Some(timeout) = timeout {
+        let client = if options.allow_private_targets {
+            &self.client
+        } else {
+            // Names are checked by the resolver as they are resolved; literal addresses
+            // are not resolved, so they are checked here.
+            if let Err(refused) = reqwest::Url::parse(url)
+                .map_err(|e| e.to_string())
+                .and_then(|url| refuse_private_address_literal(&url))
+            {
+                return AttemptResult {
+                    status: None,
+                    success: false,
+                    error: Some(refused),
+                    body: String::new(),
+                };
+            }
+            &self.public_client
+        };
+        let mut request = client.post(url).header("Content-Type", "application/json");
+        if let Some(timeout) = options.timeout {
             request = request.timeout(timeout.min(self.timeout));
         }
         if let Some(key) = api_key {
@@ -597,22 +564,14 @@ impl Notifier {
         );
         let started_at = Utc::now();
         let timer = Instant::now();
-        let target_refused = if settings.allow_private_targets {
-            None
-        } else {
-            match check_url(&due.endpoint.url) {
-                Ok(url) => check_target(&url, false).await.err(),
-                Err(error) => Some(error),
-            }
-        };
-        let result = match target_refused {
-            Some(error) => AttemptResult {
+        let result = match check_url(&due.endpoint.url) {
+            Err(error) => AttemptResult {
                 status: None,
                 success: false,
                 error: Some(error),
                 body: String::new(),
             },
-            None => {
+            Ok(_) => {
                 // The request must end before the claim does, or another notifier could send
                 // the same notification meanwhile.
                 let Some(left) = claim_deadline
@@ -624,14 +583,18 @@ impl Notifier {
                     );
                     return;
                 };
+                let options = PostOptions {
+                    timeout: Some(left),
+                    allow_private_targets: settings.allow_private_targets,
+                };
                 self.sender
-                    .post_within(
+                    .post_with(
                         &due.endpoint.url,
                         body,
                         settings.signing_key.as_deref(),
                         &due.endpoint.secret,
                         &message_id,
-                        Some(left),
+                        options,
                     )
                     .await
             }
@@ -741,40 +704,5 @@ mod tests {
             .map(|failures| config.retry_delay(failures).as_secs())
             .collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]);
-    }
-}
-
-#[cfg(test)]
-mod address_tests {
-    use super::is_private_address;
-
-    #[test]
-    fn test_private_addresses_are_recognised() {
-        for private in [
-            "127.0.0.1",
-            "10.0.0.1",
-            "172.16.5.4",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(
-                is_private_address(private.parse().expect("ip")),
-                "{private}"
-            );
-        }
-        for public in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(!is_private_address(public.parse().expect("ip")), "{public}");
-        }
     }
 }

@@ -17,6 +17,7 @@ use crate::harness::{Auth, TestServer};
 
 mod api;
 mod isolation;
+mod ssrf;
 mod success_rule;
 mod tls;
 
