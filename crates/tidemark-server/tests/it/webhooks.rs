@@ -360,10 +360,15 @@ async fn test_failures_retry_with_doubling_delays_then_succeed() {
     let (account, subscription) = server.account_with_subscription(&server.key()).await;
     let endpoint = create_endpoint(&server, &receiver.url, None).await;
     receiver.answer_notifications_with(&[500, 502, 503, 200]);
-    let (notifier, stop) = start_notifier(&server, fast_config());
+    let config = NotifierConfig {
+        backoff_initial: Duration::from_millis(500),
+        backoff_max: Duration::from_secs(10),
+        ..fast_config()
+    };
+    let (notifier, stop) = start_notifier(&server, config);
     server.append(subscription, account.id, &["x"]).await;
     notifier.wake();
-    wait_for("four attempts", Duration::from_secs(10), || {
+    wait_for("four attempts", Duration::from_secs(30), || {
         receiver.notifications().len() >= 4
     })
     .await;
@@ -372,21 +377,18 @@ async fn test_failures_retry_with_doubling_delays_then_succeed() {
         .windows(2)
         .map(|w| (w[1] - w[0]).as_millis())
         .collect();
-    for (gap, expected) in gaps.iter().zip([100u128, 200, 400]) {
+    // Each delay is a floor (the retry is due that long after the failure) and load only adds
+    // to it; a gap below twice its delay tells doubling apart from any steeper schedule, and
+    // the floors from any flatter one.
+    for (gap, expected) in gaps.iter().zip([500u128, 1000, 2000]) {
         assert!(
-            *gap >= expected - 10 && *gap < expected + 250,
-            "delays {gaps:?}, expected about 100, 200, 400 ms"
+            *gap >= expected - 20 && *gap < expected * 2,
+            "delays {gaps:?}, expected 500, 1000, 2000 ms (each below twice that)"
         );
     }
     let id = endpoint["id"].as_i64().expect("id");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, attempts) = server
-        .get(&format!("/v1/webhooks/{id}/attempts"), &server.key())
-        .await;
-    assert_eq!(status, StatusCode::OK, "{attempts}");
-    let statuses: Vec<u64> = attempts["objects"]
-        .as_array()
-        .expect("list")
+    let attempts = wait_for_attempts(&server, id, 4, Duration::from_secs(20)).await;
+    let statuses: Vec<u64> = attempts
         .iter()
         .map(|a| a["status_code"].as_u64().unwrap_or(0))
         .collect();
@@ -431,13 +433,21 @@ async fn test_gives_up_after_continuous_failure_until_new_activity() {
     let (notifier, stop) = start_notifier(&server, config);
     server.append(subscription, account.id, &["x"]).await;
     notifier.wake();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for("a first attempt", Duration::from_secs(20), || {
+        !receiver.notifications().is_empty()
+    })
+    .await;
+    // Tries come at least 100, 200, 400 ms apart, so the fourth starts at least 700 ms after
+    // the first: by then 500 ms of failure have passed, and it is the last one at the latest
+    // (on a slow machine an earlier one already is). Without giving up, retries would go on
+    // every 2 s at most.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let given_up_at = receiver.notifications().len();
     assert!(
-        (3..=6).contains(&given_up_at),
-        "{given_up_at} attempts before giving up"
+        (1..=4).contains(&given_up_at),
+        "{given_up_at} attempts: it did not give up after 500 ms of failure"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         receiver.notifications().len(),
         given_up_at,
@@ -449,7 +459,7 @@ async fn test_gives_up_after_continuous_failure_until_new_activity() {
     notifier.wake();
     wait_for(
         "delivery after new activity",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || receiver.notifications().len() > given_up_at,
     )
     .await;
