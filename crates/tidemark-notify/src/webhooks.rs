@@ -90,7 +90,7 @@ impl Default for NotifierConfig {
             give_up_after: Duration::from_secs(24 * 3600),
             claim_ttl: Duration::from_secs(60),
             max_in_flight: 256,
-            max_in_flight_per_endpoint: 16,
+            max_in_flight_per_endpoint: 64,
             scan_interval: Duration::from_millis(500),
             max_filtered_activities: 10_000,
             extra_root_certificates_pem: None,
