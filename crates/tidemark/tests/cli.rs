@@ -209,4 +209,29 @@ fn test_small_benchmarks_run_and_report_ratios() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains(r#""pages":4"#), "{stdout}");
+    let output = tidemark()
+        .args([
+            "bench",
+            "webhooks",
+            "--subscriptions",
+            "20",
+            "--seconds",
+            "1",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(r#""bench":"webhooks""#)
+            && stdout.contains(r#""ratio_to_baseline":"#)
+            && stdout.contains(r#""webhooks_per_1000_activities_bursts":"#),
+        "{stdout}"
+    );
 }
