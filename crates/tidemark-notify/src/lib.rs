@@ -8,9 +8,11 @@
 //! # Layout
 //! - [`filter`]: event patterns (seed 003's `{"detail": {"activity": {"v1": {"type": ["add"]}}}}`).
 //! - [`signing`]: `X-Kloudless-Signature` and the Standard Webhooks headers.
+//! - [`targets`]: where webhooks may go (URL rules, the private-address policy).
 //! - [`webhooks`]: the [`webhooks::Notifier`] that finds due notifications and delivers them.
 
 pub mod filter;
 pub mod metrics;
 pub mod signing;
+pub mod targets;
 pub mod webhooks;

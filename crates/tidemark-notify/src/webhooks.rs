@@ -19,8 +19,10 @@
 //!    failure the notification is dropped until newer activity arrives. Every attempt is
 //!    recorded.
 //!
-//! Concurrency is bounded globally and per endpoint, so one slow or dead endpoint never delays
-//! the others.
+//! Concurrency is bounded globally (places in this notifier) and per endpoint (claims held in
+//! the store). The claim itself skips endpoints at their limit, so a slow or dead endpoint with
+//! many due notifications holds at most its own places and never delays the others; and a
+//! claimed notification is sent at once, within its claim, so no two notifiers send it at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::filter::EventPattern;
 use crate::signing;
+pub use crate::targets::{check_target, check_url, is_private_address, MAX_URL_LEN};
+use crate::targets::{refuse_private_address_literal, PublicOnlyResolver};
 
 /// The `User-Agent` of every webhook request.
 pub const USER_AGENT: &str = "tidemark-webhook/1";
@@ -43,7 +47,8 @@ pub const USER_AGENT: &str = "tidemark-webhook/1";
 pub struct NotifierConfig {
     /// Time to connect to an endpoint (seed: 3.05 s).
     pub connect_timeout: Duration,
-    /// Time for the whole request once connected (seed: 27 s to read).
+    /// Time to wait for the answer's next bytes once connected (seed: 27 s to read); the
+    /// whole request is capped at `connect_timeout + read_timeout`.
     pub read_timeout: Duration,
     /// Delay after the first failure (seed: 1 s).
     pub backoff_initial: Duration,
@@ -55,15 +60,23 @@ pub struct NotifierConfig {
     /// 24 h).
     pub give_up_after: Duration,
     /// How long a claim on a notification lasts (another notifier may take it over after).
+    /// Never less than the request's timeouts plus [`CLAIM_MARGIN`], so that an attempt ends
+    /// before its claim does (see [`NotifierConfig::effective_claim_ttl`]).
     pub claim_ttl: Duration,
     /// Deliveries in flight at once, over all endpoints.
     pub max_in_flight: usize,
-    /// Deliveries in flight at once to one endpoint.
+    /// Deliveries in flight at once to one endpoint (claims held, over all notifiers of the
+    /// store). An endpoint at its limit is passed over, so a slow or dead one cannot take the
+    /// places of the others.
     pub max_in_flight_per_endpoint: usize,
     /// Longest wait between two looks for due notifications when nothing wakes the notifier.
     pub scan_interval: Duration,
     /// Activities examined per notification when an endpoint has a filter.
     pub max_filtered_activities: usize,
+    /// Root certificates (PEM, one or more) trusted for `https` endpoints besides the built-in
+    /// web roots: a private CA, or a receiver's self-signed certificate. Example: the contents
+    /// of `/etc/tidemark/webhook-ca.pem` (`tidemark serve --webhook-ca-file`).
+    pub extra_root_certificates_pem: Option<String>,
 }
 
 impl Default for NotifierConfig {
@@ -77,14 +90,25 @@ impl Default for NotifierConfig {
             give_up_after: Duration::from_secs(24 * 3600),
             claim_ttl: Duration::from_secs(60),
             max_in_flight: 256,
-            max_in_flight_per_endpoint: 16,
+            max_in_flight_per_endpoint: 64,
             scan_interval: Duration::from_millis(500),
             max_filtered_activities: 10_000,
+            extra_root_certificates_pem: None,
         }
     }
 }
 
+/// How much longer than one attempt's timeouts a claim lasts at least.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+
 impl NotifierConfig {
+    /// The claim's lifetime: [`NotifierConfig::claim_ttl`], raised to outlast one attempt
+    /// (connect and read timeouts) by [`CLAIM_MARGIN`].
+    pub fn effective_claim_ttl(&self) -> Duration {
+        self.claim_ttl
+            .max(self.connect_timeout + self.read_timeout + CLAIM_MARGIN)
+    }
+
     /// The delay before the next try after `failures` failures in a row (the first retry
     /// after one failure waits `backoff_initial`).
     pub fn retry_delay(&self, failures: u32) -> Duration {
@@ -97,93 +121,6 @@ impl NotifierConfig {
         let factor = 1.0 + jitter * (rand::random::<f64>() * 2.0 - 1.0);
         base.mul_f64(factor).min(self.backoff_max)
     }
-}
-
-/// Longest webhook URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
-
-/// Checks a webhook URL: absolute `http` or `https` with a host, no credentials, not over-long.
-///
-/// # Errors
-/// A message saying what is wrong.
-pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    if url.len() > MAX_URL_LEN {
-        return Err(format!("`url` is longer than {MAX_URL_LEN} characters"));
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a valid URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!(
-            "`url` must be http or https, not `{}`",
-            parsed.scheme()
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err("`url` needs a host".into());
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("`url` must not carry credentials".into());
-    }
-    Ok(parsed)
-}
-
-/// Whether an address is private, loopback, link-local or otherwise not on the public internet.
-pub fn is_private_address(address: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match address {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)) // shared address space
-                || (a == 198 && (b == 18 || b == 19)) // benchmarking
-                || a >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private_address(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// Checks where a webhook would go: when private targets are not allowed, every address the
-/// host resolves to must be public.
-///
-/// # Errors
-/// A message naming the private address, or the resolution failure.
-pub async fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
-    if allow_private {
-        return Ok(());
-    }
-    let host = url
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = url.port_or_known_default().unwrap_or(80);
-    let addresses = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| format!("`url` host `{host}` does not resolve: {e}"))?;
-    for address in addresses {
-        if is_private_address(address.ip()) {
-            return Err(format!(
-                "`url` resolves to the private address {}, and this application does not allow private webhook targets",
-                address.ip()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// What one HTTP attempt produced.
@@ -202,22 +139,67 @@ pub struct AttemptResult {
 /// Sends signed webhook requests.
 #[derive(Debug, Clone)]
 pub struct Sender {
+    /// Connects wherever the endpoint's host resolves.
     client: reqwest::Client,
+    /// Connects only to public addresses: for applications that refuse private targets.
+    public_client: reqwest::Client,
+    /// The whole request's time limit (connect and read).
+    timeout: Duration,
+}
+
+/// How one request is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct PostOptions {
+    /// Give up after this long if that is sooner than the configured timeouts.
+    pub timeout: Option<Duration>,
+    /// Whether the request may go to private, loopback or link-local addresses. When not, the
+    /// addresses it connects to are checked as resolved (no second look-up that a DNS answer
+    /// could change in between).
+    pub allow_private_targets: bool,
+}
+
+impl Default for PostOptions {
+    fn default() -> Self {
+        PostOptions {
+            timeout: None,
+            allow_private_targets: true,
+        }
+    }
 }
 
 impl Sender {
-    /// A sender with the configured timeouts.
+    /// A sender with the configured timeouts, trusting the web's roots and the configured
+    /// extra root certificates.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built (TLS backend initialisation).
+    /// When the extra root certificates are not valid PEM, or the HTTP client cannot be built
+    /// (TLS backend initialisation).
     pub fn new(config: &NotifierConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.connect_timeout + config.read_timeout)
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Sender { client })
+        // The seed's timeouts are the socket's (Python requests' `timeout=(3.05, 27)`): to
+        // connect, and between reads of the answer; the whole request is capped at their sum.
+        let builder = || -> Result<reqwest::ClientBuilder, reqwest::Error> {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .read_timeout(config.read_timeout)
+                .timeout(config.connect_timeout + config.read_timeout)
+                .user_agent(USER_AGENT)
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(pem) = &config.extra_root_certificates_pem {
+                for certificate in reqwest::Certificate::from_pem_bundle(pem.as_bytes())? {
+                    builder = builder.add_root_certificate(certificate);
+                }
+            }
+            Ok(builder)
+        };
+        Ok(Sender {
+            client: builder()?.build()?,
+            // A proxy would resolve the host itself, past the resolver's check.
+            public_client: builder()?
+                .no_proxy()
+                .dns_resolver(Arc::new(PublicOnlyResolver))
+                .build()?,
+            timeout: config.connect_timeout + config.read_timeout,
+        })
     }
 
     /// POSTs `body` to `url`, signed with the application's oldest API key (if any) and the
@@ -230,10 +212,49 @@ impl Sender {
         secret: &str,
         message_id: &str,
     ) -> AttemptResult {
-        let mut request = self
-            .client
-            .post(url)
-            .header("Content-Type", "application/json");
+        self.post_with(
+            url,
+            body,
+            api_key,
+            secret,
+            message_id,
+            PostOptions::default(),
+        )
+        .await
+    }
+
+    /// [`Sender::post`], as `options` say.
+    pub async fn post_with(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        api_key: Option<&str>,
+        secret: &str,
+        message_id: &str,
+        options: PostOptions,
+    ) -> AttemptResult {
+        let client = if options.allow_private_targets {
+            &self.client
+        } else {
+            // Names are checked by the resolver as they are resolved; literal addresses
+            // are not resolved, so they are checked here.
+            if let Err(refused) = reqwest::Url::parse(url)
+                .map_err(|e| e.to_string())
+                .and_then(|url| refuse_private_address_literal(&url))
+            {
+                return AttemptResult {
+                    status: None,
+                    success: false,
+                    error: Some(refused),
+                    body: String::new(),
+                };
+            }
+            &self.public_client
+        };
+        let mut request = client.post(url).header("Content-Type", "application/json");
+        if let Some(timeout) = options.timeout {
+            request = request.timeout(timeout.min(self.timeout));
+        }
         if let Some(key) = api_key {
             request = request.header(
                 "X-Kloudless-Signature",
@@ -280,12 +301,28 @@ impl Sender {
                 AttemptResult {
                     status: None,
                     success: false,
-                    error: Some(format!("{kind}: {error}")),
+                    error: Some(format!("{kind}: {}", error_chain(&error))),
                     body: String::new(),
                 }
             }
         }
     }
+}
+
+/// An error with its causes (`error sending request: client error (Connect): invalid peer
+/// certificate: UnknownIssuer`): reqwest's own message alone does not say what failed.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Finds due notifications and delivers them. Share it in an `Arc`; call [`Notifier::wake`]
@@ -296,7 +333,6 @@ pub struct Notifier {
     sender: Sender,
     wake: Notify,
     global: Arc<Semaphore>,
-    per_endpoint: Mutex<HashMap<i64, Arc<Semaphore>>>,
     /// Finished notifications, written to the store in batches by [`Notifier::run`].
     finished: tokio::sync::mpsc::UnboundedSender<Finished>,
     finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Finished>>>,
@@ -345,7 +381,6 @@ impl Notifier {
             store,
             config,
             wake: Notify::new(),
-            per_endpoint: Mutex::new(HashMap::new()),
             finished,
             finished_rx: Mutex::new(Some(finished_rx)),
             signing_keys: Mutex::new(HashMap::new()),
@@ -463,14 +498,27 @@ impl Notifier {
         settings
     }
 
+    /// Claims what is due, as many as there are free places, and starts delivering each.
+    ///
+    /// The store enforces the per-endpoint limit while claiming, so every claimed notification
+    /// starts at once: nothing waits for an endpoint while holding a place or its claim.
     async fn dispatch_due(self: &Arc<Self>) {
         let free = self.global.available_permits();
         if free == 0 {
             return;
         }
+        let ttl = self.config.effective_claim_ttl();
+        // The claim lasts until `now + ttl` as the store sees it; measured from before the
+        // call, the deadline here is never later than the store's.
+        let claim_deadline = Instant::now() + ttl;
         let due = match self
             .store
-            .claim_due_notifications(Utc::now(), self.config.claim_ttl, free)
+            .claim_due_notifications(
+                Utc::now(),
+                ttl,
+                free,
+                self.config.max_in_flight_per_endpoint.max(1),
+            )
             .await
         {
             Ok(due) => due,
@@ -479,35 +527,23 @@ impl Notifier {
                 return;
             }
         };
+        debug_assert!(due.len() <= free);
         for notification in due {
+            // Only this loop takes places, and it claimed no more than were free.
             let Ok(permit) = Arc::clone(&self.global).try_acquire_owned() else {
                 break;
             };
-            let endpoint_permits = self.endpoint_semaphore(notification.endpoint.id);
             let notifier = Arc::clone(self);
             tokio::spawn(async move {
                 let _permit = permit;
-                let _endpoint_permit = endpoint_permits.acquire_owned().await;
-                notifier.deliver(notification).await;
+                notifier.deliver(notification, claim_deadline).await;
             });
         }
     }
 
-    fn endpoint_semaphore(&self, endpoint_id: i64) -> Arc<Semaphore> {
-        let mut map = self
-            .per_endpoint
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(map.entry(endpoint_id).or_insert_with(|| {
-            Arc::new(Semaphore::new(
-                self.config.max_in_flight_per_endpoint.max(1),
-            ))
-        }))
-    }
-
     /// Delivers (or skips) one claimed notification and records the outcome.
     #[tracing::instrument(skip_all, fields(endpoint_id = due.endpoint.id, subscription_id = due.subscription_id))]
-    async fn deliver(&self, due: DueNotification) {
+    async fn deliver(&self, due: DueNotification, claim_deadline: Instant) {
         match self.matches_filter(&due).await {
             Ok(true) => {}
             Ok(false) => {
@@ -530,29 +566,37 @@ impl Notifier {
         );
         let started_at = Utc::now();
         let timer = Instant::now();
-        let target_refused = if settings.allow_private_targets {
-            None
-        } else {
-            match check_url(&due.endpoint.url) {
-                Ok(url) => check_target(&url, false).await.err(),
-                Err(error) => Some(error),
-            }
-        };
-        let result = match target_refused {
-            Some(error) => AttemptResult {
+        let result = match check_url(&due.endpoint.url) {
+            Err(error) => AttemptResult {
                 status: None,
                 success: false,
                 error: Some(error),
                 body: String::new(),
             },
-            None => {
+            Ok(_) => {
+                // The request must end before the claim does, or another notifier could send
+                // the same notification meanwhile.
+                let Some(left) = claim_deadline
+                    .checked_duration_since(Instant::now())
+                    .and_then(|left| left.checked_sub(CLAIM_MARGIN))
+                else {
+                    tracing::warn!(
+                        "claim ran out before the webhook could be sent; leaving it to expire"
+                    );
+                    return;
+                };
+                let options = PostOptions {
+                    timeout: Some(left),
+                    allow_private_targets: settings.allow_private_targets,
+                };
                 self.sender
-                    .post(
+                    .post_with(
                         &due.endpoint.url,
                         body,
                         settings.signing_key.as_deref(),
                         &due.endpoint.secret,
                         &message_id,
+                        options,
                     )
                     .await
             }
@@ -662,40 +706,5 @@ mod tests {
             .map(|failures| config.retry_delay(failures).as_secs())
             .collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]);
-    }
-}
-
-#[cfg(test)]
-mod address_tests {
-    use super::is_private_address;
-
-    #[test]
-    fn test_private_addresses_are_recognised() {
-        for private in [
-            "127.0.0.1",
-            "10.0.0.1",
-            "172.16.5.4",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(
-                is_private_address(private.parse().expect("ip")),
-                "{private}"
-            );
-        }
-        for public in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(!is_private_address(public.parse().expect("ip")), "{public}");
-        }
     }
 }

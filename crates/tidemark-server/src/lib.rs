@@ -56,6 +56,9 @@ pub struct AppState {
     pub cursors: Arc<cursor_log::CursorLog>,
     /// Recently verified API keys and bearer tokens.
     pub credentials: Arc<credentials::CredentialCache>,
+    /// How webhook requests are sent (timeouts, trusted roots): the test request on creating
+    /// an endpoint uses it, so it should be the notifier's.
+    pub webhook_config: Arc<tidemark_notify::webhooks::NotifierConfig>,
 }
 
 impl AppState {
@@ -66,7 +69,17 @@ impl AppState {
             metrics,
             cursors: Arc::default(),
             credentials: Arc::default(),
+            webhook_config: Arc::default(),
         }
+    }
+
+    /// The same state, sending webhook requests as `config` says.
+    pub fn with_webhook_config(
+        mut self,
+        config: tidemark_notify::webhooks::NotifierConfig,
+    ) -> Self {
+        self.webhook_config = Arc::new(config);
+        self
     }
 }
 

@@ -606,13 +606,16 @@ pub trait Store: Send + Sync + 'static {
     async fn update_webhook(&self, id: i64, patch: WebhookPatch) -> StoreResult<WebhookEndpoint>;
     /// Deletes an endpoint with its delivery state and attempts.
     async fn delete_webhook(&self, id: i64) -> StoreResult<()>;
-    /// Claims up to `limit` due notifications (at most one in flight per endpoint and
-    /// subscription) until `now + ttl`.
+    /// Claims up to `limit` due notifications until `now + ttl`: at most one in flight per
+    /// (endpoint, subscription), and at most `per_endpoint` claims unexpired at `now` per
+    /// endpoint, counting those already held (by any notifier). An endpoint at its limit is
+    /// skipped, so its due notifications never take the places of other endpoints'.
     async fn claim_due_notifications(
         &self,
         now: DateTime<Utc>,
         ttl: std::time::Duration,
         limit: usize,
+        per_endpoint: usize,
     ) -> StoreResult<Vec<DueNotification>>;
     /// Records how a claimed notification ended, and its attempt if one was made. A claim that
     /// was taken over meanwhile changes nothing but the attempts log.
@@ -639,8 +642,9 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: i64,
         query: AttemptQuery,
     ) -> StoreResult<Vec<WebhookAttempt>>;
-    /// Makes every subscription with a failed attempt since `since` due again at once (its
-    /// back-off and any give-up forgotten). Returns how many.
+    /// Makes every subscription with a failed attempt since `since`, and activity the endpoint
+    /// has not been told about since, due again at once (its back-off and any give-up
+    /// forgotten). Returns how many.
     async fn recover_webhook(&self, endpoint_id: i64, since: DateTime<Utc>) -> StoreResult<u64>;
 
     // ---- checkpoints, leases and scheduling --------------------------------------------

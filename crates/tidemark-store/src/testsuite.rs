@@ -48,6 +48,7 @@ macro_rules! store_test_suite {
             test_account_updates_and_default_subscription_moves,
             test_last_cursor_only_moves_forward,
             test_webhook_notifications_are_claimed_once_and_coalesced,
+            test_webhook_claims_respect_the_per_endpoint_limit,
             test_oldest_api_key_signs,
         );
     };
@@ -1005,7 +1006,7 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
     let ttl = Duration::from_secs(30);
     assert!(
         store
-            .claim_due_notifications(Utc::now(), ttl, 10)
+            .claim_due_notifications(Utc::now(), ttl, 10, 10)
             .await
             .expect("claim")
             .is_empty(),
@@ -1016,7 +1017,7 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
         .await
         .expect("commit");
     let due = store
-        .claim_due_notifications(Utc::now(), ttl, 10)
+        .claim_due_notifications(Utc::now(), ttl, 10, 10)
         .await
         .expect("claim");
     assert_eq!(due.len(), 1, "one notification for three activities");
@@ -1029,7 +1030,7 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
         .await
         .expect("commit");
     assert!(store
-        .claim_due_notifications(Utc::now(), ttl, 10)
+        .claim_due_notifications(Utc::now(), ttl, 10, 10)
         .await
         .expect("claim")
         .is_empty());
@@ -1039,7 +1040,7 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
         .expect("finish");
     // Activity committed after the delivered one began is due again.
     let due = store
-        .claim_due_notifications(Utc::now(), ttl, 10)
+        .claim_due_notifications(Utc::now(), ttl, 10, 10)
         .await
         .expect("claim");
     assert_eq!(due.len(), 1);
@@ -1069,12 +1070,12 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
         .await
         .expect("finish");
     assert!(store
-        .claim_due_notifications(Utc::now(), ttl, 10)
+        .claim_due_notifications(Utc::now(), ttl, 10, 10)
         .await
         .expect("claim")
         .is_empty());
     let retried = store
-        .claim_due_notifications(retry_at + chrono::Duration::seconds(1), ttl, 10)
+        .claim_due_notifications(retry_at + chrono::Duration::seconds(1), ttl, 10, 10)
         .await
         .expect("claim");
     assert_eq!(retried.len(), 1);
@@ -1092,7 +1093,7 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
         .expect("give up");
     let later = Utc::now() + chrono::Duration::days(2);
     assert!(store
-        .claim_due_notifications(later, ttl, 10)
+        .claim_due_notifications(later, ttl, 10, 10)
         .await
         .expect("claim")
         .is_empty());
@@ -1101,7 +1102,7 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
         .await
         .expect("commit");
     let revived = store
-        .claim_due_notifications(later, ttl, 10)
+        .claim_due_notifications(later, ttl, 10, 10)
         .await
         .expect("claim");
     assert_eq!(
@@ -1150,7 +1151,7 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
     assert_eq!(recovered, 1);
     assert_eq!(
         store
-            .claim_due_notifications(Utc::now(), ttl, 10)
+            .claim_due_notifications(Utc::now(), ttl, 10, 10)
             .await
             .expect("claim")
             .len(),
@@ -1174,7 +1175,7 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
         .await
         .expect("commit");
     assert!(store
-        .claim_due_notifications(later, ttl, 10)
+        .claim_due_notifications(later, ttl, 10, 10)
         .await
         .expect("claim")
         .is_empty());
@@ -1183,6 +1184,98 @@ pub async fn test_webhook_notifications_are_claimed_once_and_coalesced<S: Store>
         store.get_webhook(endpoint.id).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// An endpoint holds at most `per_endpoint` claims at once (counting those already held), so
+/// an endpoint with many due notifications leaves room for the others.
+pub async fn test_webhook_claims_respect_the_per_endpoint_limit<S: Store>(store: Arc<S>) {
+    let first = setup(&*store).await;
+    let account = store.get_account(first.account).await.expect("account");
+    let mut subscriptions = vec![first];
+    for _ in 0..4 {
+        let more = store
+            .create_account(NewAccount {
+                application_id: account.application_id,
+                service: "local".into(),
+                admin: false,
+                config: json!({"path": "/tmp"}),
+                token_digest: None,
+            })
+            .await
+            .expect("account");
+        subscriptions.push(
+            store
+                .create_subscription(NewSubscription::changes(more.id))
+                .await
+                .expect("subscription"),
+        );
+    }
+    let crowded = store
+        .create_webhook(new_endpoint(account.application_id))
+        .await
+        .expect("endpoint");
+    let other = store
+        .create_webhook(new_endpoint(account.application_id))
+        .await
+        .expect("endpoint");
+    for subscription in &subscriptions {
+        store
+            .commit(batch(subscription, &["x"], None))
+            .await
+            .expect("commit");
+    }
+    let ttl = Duration::from_secs(30);
+    let claimed = |due: &[crate::DueNotification], endpoint: i64| {
+        due.iter().filter(|d| d.endpoint.id == endpoint).count()
+    };
+    let due = store
+        .claim_due_notifications(Utc::now(), ttl, 100, 2)
+        .await
+        .expect("claim");
+    assert_eq!(
+        (claimed(&due, crowded.id), claimed(&due, other.id)),
+        (2, 2),
+        "two per endpoint of five due each"
+    );
+    assert!(
+        store
+            .claim_due_notifications(Utc::now(), ttl, 100, 2)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "both endpoints hold two claims already"
+    );
+    let finished = due
+        .iter()
+        .find(|d| d.endpoint.id == crowded.id)
+        .expect("one of the crowded endpoint's")
+        .clone();
+    store
+        .finish_notification(&finished, crate::NotificationOutcome::Delivered, None)
+        .await
+        .expect("finish");
+    let next = store
+        .claim_due_notifications(Utc::now(), ttl, 100, 2)
+        .await
+        .expect("claim");
+    assert_eq!(
+        (claimed(&next, crowded.id), claimed(&next, other.id)),
+        (1, 0),
+        "a finished claim frees one place"
+    );
+    // Expired claims hold no place.
+    let later = Utc::now() + chrono::Duration::seconds(31);
+    let after_expiry = store
+        .claim_due_notifications(later, ttl, 100, 2)
+        .await
+        .expect("claim");
+    assert_eq!(
+        (
+            claimed(&after_expiry, crowded.id),
+            claimed(&after_expiry, other.id)
+        ),
+        (2, 2)
+    );
 }
 
 /// The oldest API key signs an application's webhooks.

@@ -259,7 +259,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .await?;
     println!("  webhooks go to {receiver_url}; each one is shown as it arrives\n");
-    let notifier = crate::serve::start_notifier(&store, &engine, stop_tx.subscribe())?;
+    let notifier = crate::serve::start_notifier(
+        &store,
+        &engine,
+        tidemark_notify::webhooks::NotifierConfig::default(),
+        stop_tx.subscribe(),
+    )?;
 
     // The first poll records the baseline; changes after it become activity.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

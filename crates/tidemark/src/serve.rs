@@ -28,6 +28,30 @@ pub struct ServeArgs {
     /// one (for scripted set-ups).
     #[arg(long, env = "TIDEMARK_BOOTSTRAP_API_KEY", hide_env_values = true)]
     bootstrap_api_key: Option<String>,
+    /// A PEM file of root certificates that https webhook endpoints may also chain to (a
+    /// private CA, or a receiver's self-signed certificate), e.g. `/etc/tidemark/webhook-ca.pem`.
+    #[arg(long, env = "TIDEMARK_WEBHOOK_CA_FILE")]
+    webhook_ca_file: Option<std::path::PathBuf>,
+}
+
+impl ServeArgs {
+    /// Webhook delivery settings: the seed's schedule, trusting `--webhook-ca-file` too.
+    fn webhook_config(&self) -> anyhow::Result<tidemark_notify::webhooks::NotifierConfig> {
+        let mut config = tidemark_notify::webhooks::NotifierConfig::default();
+        if let Some(path) = &self.webhook_ca_file {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --webhook-ca-file {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .with_context(|| format!("--webhook-ca-file {} is not PEM", path.display()))?;
+            anyhow::ensure!(
+                !certificates.is_empty(),
+                "--webhook-ca-file {} holds no certificate",
+                path.display()
+            );
+            config.extra_root_certificates_pem = Some(pem);
+        }
+        Ok(config)
+    }
 }
 
 /// `tidemark app ...`
@@ -75,6 +99,7 @@ pub async fn shutdown_signal() {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let webhook_config = args.webhook_config()?;
     let metrics = install_metrics()?;
     let store = db::open(&args.db)?;
     if store.list_applications().await?.is_empty() {
@@ -115,9 +140,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
     });
-    let notifier = start_notifier(&store, &engine, stop_rx.clone())?;
+    let notifier = start_notifier(&store, &engine, webhook_config.clone(), stop_rx.clone())?;
     let mut http_stop = stop_rx;
-    let state = tidemark_server::AppState::new(store, Some(metrics));
+    let state =
+        tidemark_server::AppState::new(store, Some(metrics)).with_webhook_config(webhook_config);
     let http_task = tokio::spawn(tidemark_server::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stopped| *stopped).await;
     }));
@@ -168,17 +194,15 @@ impl RunningNotifier {
     }
 }
 
-/// Starts the notifier for `store`, woken by `engine`'s commits.
+/// Starts the notifier for `store` with `config`, woken by `engine`'s commits.
 pub fn start_notifier(
     store: &Arc<dyn tidemark_store::Store>,
     engine: &Arc<Engine>,
+    config: tidemark_notify::webhooks::NotifierConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<RunningNotifier> {
-    let notifier = tidemark_notify::webhooks::Notifier::new(
-        Arc::clone(store),
-        tidemark_notify::webhooks::NotifierConfig::default(),
-    )
-    .context("starting the webhook notifier")?;
+    let notifier = tidemark_notify::webhooks::Notifier::new(Arc::clone(store), config)
+        .context("starting the webhook notifier")?;
     let mut commits = engine.subscribe_commits();
     let awake = Arc::clone(&notifier);
     let waker = tokio::spawn(async move {

@@ -262,6 +262,30 @@ fn test_bad_database_urls_are_refused_clearly() {
 }
 
 #[test]
+fn test_a_bad_webhook_ca_file_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("missing.pem");
+    let output = tidemark()
+        .args(["serve", "--webhook-ca-file"])
+        .arg(&missing)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("reading --webhook-ca-file"), "{stderr}");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let output = tidemark()
+        .env("TIDEMARK_WEBHOOK_CA_FILE", &empty)
+        .arg("serve")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("holds no certificate"), "{stderr}");
+}
+
+#[test]
 fn test_small_benchmarks_run_and_report_ratios() {
     let dir = tempfile::tempdir().expect("dir");
     let output = tidemark()
@@ -295,6 +319,31 @@ fn test_small_benchmarks_run_and_report_ratios() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains(r#""pages":4"#), "{stdout}");
+    let output = tidemark()
+        .args([
+            "bench",
+            "webhooks",
+            "--subscriptions",
+            "20",
+            "--seconds",
+            "1",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(r#""bench":"webhooks""#)
+            && stdout.contains(r#""ratio_to_baseline":"#)
+            && stdout.contains(r#""webhooks_per_1000_activities_bursts":"#),
+        "{stdout}"
+    );
 }
 
 /// A `tidemark serve` process, killed when dropped (a failing test leaves no server behind).

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{json, Value};
+use tidemark_store::Store as _;
 
 const API_KEY: &str = "tmk_crash_test_key_0123456789";
 
@@ -116,14 +117,30 @@ async fn test_kill_9_between_commit_and_delivery_then_restart_delivers() {
     )
     .await;
     let account_id = account["id"].as_i64().expect("id");
-    call(
+    let subscription = call(
         &client,
         format!("{base}/v2/accounts/{account_id}/subscriptions"),
         json!({}),
     )
     .await;
+    let subscription_id = subscription["id"].as_i64().expect("subscription id");
     call(&client, format!("{base}/v1/webhooks"), json!({"url": hook})).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // the subscription's baseline poll
+    // The subscription's baseline poll: files written before it are the baseline, not
+    // activity. It is done once its checkpoint is committed.
+    let store = tidemark_store::SqliteStore::open(&db).expect("the server's database");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store
+        .load_checkpoint(subscription_id)
+        .await
+        .expect("checkpoint")
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the baseline poll never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Activity is committed; its webhook fails (500) and is due again in a second...
     std::fs::write(watched.join("important.txt"), "do not lose me").expect("write");

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidemark_notify::filter::EventPattern;
-use tidemark_notify::webhooks::{check_target, check_url, NotifierConfig, Sender};
+use tidemark_notify::webhooks::{check_target, check_url, PostOptions, Sender};
 use tidemark_store::{
     AttemptQuery, NewWebhookEndpoint, WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
@@ -193,17 +193,30 @@ fn check_filter(filter: &Option<Value>) -> Result<(), ApiError> {
 }
 
 /// The seed's test on creation: POST `{}`, expect 200 whose body is the application id.
+/// `allow_private_targets` is the application's setting, checked again as the request
+/// connects.
 async fn test_endpoint(
     state: &AppState,
     application_id: i64,
+    allow_private_targets: bool,
     url: &str,
     secret: &str,
 ) -> Result<(), ApiError> {
-    let sender = Sender::new(&NotifierConfig::default()).map_err(|e| ApiError::internal(&e))?;
+    let sender = Sender::new(&state.webhook_config).map_err(|e| ApiError::internal(&e))?;
     let api_key = state.store.signing_key(application_id).await?;
     let message_id = format!("msg_test_{}", rand::random::<u64>());
     let result = sender
-        .post(url, b"{}".to_vec(), api_key.as_deref(), secret, &message_id)
+        .post_with(
+            url,
+            b"{}".to_vec(),
+            api_key.as_deref(),
+            secret,
+            &message_id,
+            PostOptions {
+                allow_private_targets,
+                ..PostOptions::default()
+            },
+        )
         .await;
     let expected = application_id.to_string();
     let failure = |what: String| {
@@ -273,7 +286,14 @@ pub async fn create(
         .map_err(ApiError::invalid)?;
     check_filter(&body.filter)?;
     let secret = tidemark_notify::signing::new_endpoint_secret();
-    test_endpoint(&state, application_id, &body.url, &secret).await?;
+    test_endpoint(
+        &state,
+        application_id,
+        application.allow_private_webhook_targets,
+        &body.url,
+        &secret,
+    )
+    .await?;
     let filter = body.filter.filter(|f| !f.is_null());
     let endpoint = state
         .store
@@ -318,7 +338,14 @@ pub async fn update(
         check_target(&target, application.allow_private_webhook_targets)
             .await
             .map_err(ApiError::invalid)?;
-        test_endpoint(&state, endpoint.application_id, url, &endpoint.secret).await?;
+        test_endpoint(
+            &state,
+            endpoint.application_id,
+            application.allow_private_webhook_targets,
+            url,
+            &endpoint.secret,
+        )
+        .await?;
     }
     if let Some(filter) = &body.filter {
         check_filter(filter)?;

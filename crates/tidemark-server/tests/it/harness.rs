@@ -42,6 +42,14 @@ pub struct TestAccount {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(tidemark_notify::webhooks::NotifierConfig::default()).await
+    }
+
+    /// A server whose webhook test requests are sent as `webhook_config` says (e.g. trusting
+    /// a test CA).
+    pub async fn start_with(
+        webhook_config: tidemark_notify::webhooks::NotifierConfig,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(SqliteStore::open(dir.path().join("api.db")).expect("store"));
         let (application_id, api_key) =
@@ -53,7 +61,8 @@ impl TestServer {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = tidemark_server::AppState::new(store.clone(), None);
+        let state =
+            tidemark_server::AppState::new(store.clone(), None).with_webhook_config(webhook_config);
         tokio::spawn(tidemark_server::serve(listener, state, async move {
             let _ = stopped.await;
         }));

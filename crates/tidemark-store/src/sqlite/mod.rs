@@ -707,25 +707,37 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         ttl: Duration,
         limit: usize,
+        per_endpoint: usize,
     ) -> StoreResult<Vec<DueNotification>> {
         let claimed_until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         self.write(move |tx| {
             let candidates: Vec<(i64, i64, i64, i64, i64, i64, Option<i64>)> = {
+                // Each endpoint gets at most `per_endpoint` claims, less those it holds already:
+                // rank its due notifications and keep the first places left.
                 let mut stmt = tx.prepare_cached(
-                    "SELECT e.id, s.id, s.account_id, s.last_sequence, \
-                     MAX(COALESCE(d.notified_sequence, 0), COALESCE(d.given_up_sequence, 0)), \
-                     COALESCE(d.attempts, 0), d.failing_since \
+                    "WITH held AS (SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries \
+                     WHERE claimed_until > ?1 GROUP BY endpoint_id), \
+                     due AS (SELECT e.id AS endpoint_id, s.id AS subscription_id, s.account_id, s.last_sequence, \
+                     MAX(COALESCE(d.notified_sequence, 0), COALESCE(d.given_up_sequence, 0)) AS after_sequence, \
+                     COALESCE(d.attempts, 0) AS attempts, d.failing_since, \
+                     COALESCE(d.next_attempt_at, 0) AS next_attempt_at, \
+                     ROW_NUMBER() OVER (PARTITION BY e.id ORDER BY COALESCE(d.next_attempt_at, 0), s.id) AS place, \
+                     COALESCE(h.n, 0) AS held \
                      FROM webhook_endpoints e \
                      JOIN accounts a ON a.application_id = e.application_id \
                      JOIN subscriptions s ON s.account_id = a.id \
                      LEFT JOIN webhook_deliveries d ON d.endpoint_id = e.id AND d.subscription_id = s.id \
+                     LEFT JOIN held h ON h.endpoint_id = e.id \
                      WHERE e.enabled = 1 \
                      AND s.last_sequence > MAX(COALESCE(d.notified_sequence, 0), COALESCE(d.given_up_sequence, 0)) \
                      AND COALESCE(d.next_attempt_at, 0) <= ?1 \
-                     AND (d.claimed_until IS NULL OR d.claimed_until <= ?1) \
-                     ORDER BY COALESCE(d.next_attempt_at, 0) LIMIT ?2",
+                     AND (d.claimed_until IS NULL OR d.claimed_until <= ?1)) \
+                     SELECT endpoint_id, subscription_id, account_id, last_sequence, after_sequence, attempts, failing_since \
+                     FROM due WHERE held + place <= ?3 \
+                     ORDER BY next_attempt_at, place LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![micros(now), limit as i64], |r| {
+                let per_endpoint = i64::try_from(per_endpoint).unwrap_or(i64::MAX);
+                let rows = stmt.query_map(params![micros(now), limit as i64, per_endpoint], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
                 })?;
                 rows.collect::<Result<Vec<_>, _>>()?
@@ -840,7 +852,8 @@ impl Store for SqliteStore {
             let changed = tx.execute(
                 "UPDATE webhook_deliveries SET given_up_sequence = 0, attempts = 0, failing_since = NULL, \
                  next_attempt_at = 0 WHERE endpoint_id = ?1 AND subscription_id IN \
-                 (SELECT subscription_id FROM webhook_attempts WHERE endpoint_id = ?1 AND success = 0 AND started_at >= ?2)",
+                 (SELECT subscription_id FROM webhook_attempts WHERE endpoint_id = ?1 AND success = 0 AND started_at >= ?2) \
+                 AND notified_sequence < (SELECT last_sequence FROM subscriptions s WHERE s.id = webhook_deliveries.subscription_id)",
                 params![endpoint_id, micros(since)],
             )?;
             Ok(changed as u64)

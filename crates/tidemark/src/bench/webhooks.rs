@@ -1,5 +1,12 @@
 //! `tidemark bench webhooks`: webhook deliveries per second, commit-to-receipt latency, and
 //! coalescing, with subscriptions receiving activity at a steady rate and a loopback receiver.
+//!
+//! Phases: saturated (commits as fast as the store takes them, one activity per commit, to
+//! the subscriptions in turn), half load (half the delivery rate reached), and bursts
+//! (several commits in a row to each subscription, to measure coalescing). Deliveries per
+//! second count the webhooks that arrived over the time they arrived in: from the phase's
+//! start to the last one, drain included. The baseline is the same receiver taking bare
+//! POSTs from one HTTP client at the notifier's concurrency for one endpoint.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +42,8 @@ static NEXT_ACTIVITY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 
 /// Concurrent committers.
 const COMMITTERS: usize = 4;
+/// Commits in a row to one subscription in the bursts phase.
+const BURST: usize = 10;
 
 /// What the receiver saw and when each subscription's activity was committed.
 #[derive(Default)]
@@ -43,6 +52,8 @@ struct Timeline {
     pending: Mutex<HashMap<i64, Vec<Instant>>>,
     latencies: Mutex<Latencies>,
     received: Mutex<u64>,
+    /// When the last webhook arrived.
+    last_received: Mutex<Option<Instant>>,
 }
 
 async fn receive(
@@ -60,6 +71,9 @@ async fn receive(
     if let Ok(mut received) = timeline.received.lock() {
         *received += 1;
     }
+    if let Ok(mut last) = timeline.last_received.lock() {
+        *last = Some(now);
+    }
     let first = timeline.pending.lock().ok().and_then(|mut pending| {
         pending.get_mut(&subscription).and_then(|commits| {
             let first = commits.first().copied();
@@ -76,8 +90,56 @@ async fn receive(
 struct Phase {
     committed: u64,
     delivered: u64,
+    /// Seconds committing.
     seconds: f64,
+    /// Seconds from the phase's start to the last webhook's arrival.
+    delivery_seconds: f64,
     latencies: Latencies,
+}
+
+impl Phase {
+    fn deliveries_per_second(&self) -> f64 {
+        self.delivered as f64 / self.delivery_seconds.max(f64::EPSILON)
+    }
+
+    fn webhooks_per_1000_activities(&self) -> f64 {
+        self.delivered as f64 * 1000.0 / self.committed.max(1) as f64
+    }
+}
+
+/// The baseline: bare POSTs of a webhook-sized body to the receiver, `concurrency` at a time
+/// from one client, for `seconds`. Returns requests per second.
+async fn baseline_posts_per_second(
+    url: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            while started.elapsed() < Duration::from_secs(seconds) {
+                client
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .body(r#"{"account":1,"subscription":1}"#)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                sent += 1;
+            }
+            anyhow::Ok(sent)
+        }));
+    }
+    let mut sent = 0;
+    for task in tasks {
+        sent += task.await??;
+    }
+    Ok(sent as f64 / started.elapsed().as_secs_f64())
 }
 
 pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
@@ -109,8 +171,10 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
     let timeline = Arc::new(Timeline::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);
+    let baseline_url = format!("http://{}/baseline", listener.local_addr()?);
     let app = axum::Router::new()
         .route("/hook", post(receive))
+        .route("/baseline", post(|| async { StatusCode::OK }))
         .with_state(Arc::clone(&timeline));
     tokio::spawn(async move { axum::serve(listener, app).await });
     store
@@ -121,7 +185,10 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
             secret: tidemark_notify::signing::new_endpoint_secret(),
         })
         .await?;
-    let notifier = Notifier::new(store.clone(), NotifierConfig::default())?;
+    let config = NotifierConfig::default();
+    let concurrency = config.max_in_flight_per_endpoint;
+    let baseline = baseline_posts_per_second(&baseline_url, concurrency, args.seconds).await?;
+    let notifier = Notifier::new(store.clone(), config)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let notifier_task = tokio::spawn(Arc::clone(&notifier).run(async move {
         let _ = stop_rx.await;
@@ -132,6 +199,9 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
         args.seconds,
         dir.path().display()
     );
+    println!(
+        "  baseline   bare POSTs to the same receiver, {concurrency} at a time: {baseline:.0}/s"
+    );
 
     // Phase 1: as much activity as the store takes, to find the delivery rate.
     let full = run_phase(
@@ -140,10 +210,11 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
         &timeline,
         &subscriptions,
         None,
+        1,
         args.seconds,
     )
     .await?;
-    let delivery_rate = full.delivered as f64 / full.seconds;
+    let delivery_rate = full.deliveries_per_second();
     report("saturated", &full);
     // Phase 2: half of that delivery rate, one activity per commit, spread over the subscriptions.
     let half = run_phase(
@@ -152,22 +223,39 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
         &timeline,
         &subscriptions,
         Some(delivery_rate / 2.0),
+        1,
         args.seconds,
     )
     .await?;
     report("half load", &half);
+    // Phase 3: bursts of commits to each subscription in turn, as fast as the store takes them.
+    let bursts = run_phase(
+        &store,
+        &notifier,
+        &timeline,
+        &subscriptions,
+        None,
+        BURST,
+        args.seconds,
+    )
+    .await?;
+    report("bursts", &bursts);
     let _ = stop_tx.send(());
     notifier_task.await?;
 
     let mut half_latencies = half.latencies;
     println!(
-        "  deliveries/s at saturation {delivery_rate:.0} (target >= 5000); p99 commit-to-receipt at half load {:.1} ms (target < 50 ms)",
-        half_latencies.percentile_ms(0.99)
+        "  deliveries/s at saturation {delivery_rate:.0} (target >= 5000), {:.2}x the bare-POST baseline; p99 commit-to-receipt at half load {:.1} ms (target < 50 ms); {:.0} webhooks per 1,000 activities in bursts of {BURST}",
+        delivery_rate / baseline.max(f64::EPSILON),
+        half_latencies.percentile_ms(0.99),
+        bursts.webhooks_per_1000_activities()
     );
     println!(
         "{}",
         json!({"bench": "webhooks", "subscriptions": args.subscriptions, "deliveries_per_s": delivery_rate.round(),
-               "webhooks_per_1000_activities_saturated": (full.delivered as f64 * 1000.0 / full.committed.max(1) as f64).round(),
+               "baseline_posts_per_s": baseline.round(), "ratio_to_baseline": (delivery_rate / baseline.max(f64::EPSILON) * 1000.0).round() / 1000.0,
+               "webhooks_per_1000_activities_saturated": full.webhooks_per_1000_activities().round(),
+               "burst": BURST, "webhooks_per_1000_activities_bursts": bursts.webhooks_per_1000_activities().round(),
                "half_load_rate": (delivery_rate / 2.0).round(), "half_load_p50_ms": (half_latencies.percentile_ms(0.5) * 100.0).round() / 100.0,
                "half_load_p99_ms": (half_latencies.percentile_ms(0.99) * 100.0).round() / 100.0})
     );
@@ -178,24 +266,28 @@ fn report(name: &str, phase: &Phase) {
     let mut latencies = Latencies::default();
     latencies.extend(phase.latencies.clone());
     println!(
-        "  {name:<10} committed {:>7} activities, delivered {:>6} webhooks ({:.0}/s, {:.0} per 1,000 activities), commit-to-receipt p50 {:.1} ms p99 {:.1} ms",
+        "  {name:<10} committed {:>7} activities in {:.1} s, delivered {:>6} webhooks in {:.1} s ({:.0}/s, {:.0} per 1,000 activities), commit-to-receipt p50 {:.1} ms p99 {:.1} ms",
         phase.committed,
+        phase.seconds,
         phase.delivered,
-        phase.delivered as f64 / phase.seconds,
-        phase.delivered as f64 * 1000.0 / phase.committed.max(1) as f64,
+        phase.delivery_seconds,
+        phase.deliveries_per_second(),
+        phase.webhooks_per_1000_activities(),
         latencies.percentile_ms(0.5),
         latencies.percentile_ms(0.99)
     );
 }
 
-/// Commits one activity at a time to the subscriptions in turn, at `rate` commits per second
-/// (as fast as possible when `None`), for `seconds`; then waits for the last webhooks.
+/// Commits one activity at a time to the subscriptions in turn, `burst` commits in a row to
+/// each, at `rate` commits per second (as fast as possible when `None`), for `seconds`; then
+/// waits for the last webhooks.
 async fn run_phase(
     store: &Arc<SqliteStore>,
     notifier: &Arc<Notifier>,
     timeline: &Arc<Timeline>,
     subscriptions: &[tidemark_model::Subscription],
     rate: Option<f64>,
+    burst: usize,
     seconds: u64,
 ) -> anyhow::Result<Phase> {
     if let Ok(mut latencies) = timeline.latencies.lock() {
@@ -223,7 +315,7 @@ async fn run_phase(
         tasks.push(tokio::spawn(async move {
             let mut committed = 0u64;
             while started.elapsed() < Duration::from_secs(seconds) {
-                let subscription = &mine[committed as usize % mine.len()];
+                let subscription = &mine[(committed as usize / burst) % mine.len()];
                 let index = NEXT_ACTIVITY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let activity = synthetic::activity(subscription.account, index, base);
                 store
@@ -252,7 +344,7 @@ async fn run_phase(
         committed += task.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    // Let the last webhooks arrive (they are counted, not timed into the rate).
+    // Let the last webhooks arrive: they are counted, and the delivery window runs to the last.
     let drain = Instant::now() + Duration::from_secs(5);
     while Instant::now() < drain {
         let pending = timeline
@@ -266,6 +358,13 @@ async fn run_phase(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered = timeline.received.lock().map(|r| *r).unwrap_or(0) - received_before;
+    let last_received = timeline
+        .last_received
+        .lock()
+        .ok()
+        .and_then(|last| *last)
+        .filter(|last| *last > started)
+        .unwrap_or(started);
     let latencies = timeline
         .latencies
         .lock()
@@ -275,6 +374,7 @@ async fn run_phase(
         committed,
         delivered,
         seconds: elapsed,
+        delivery_seconds: (last_received - started).as_secs_f64(),
         latencies,
     })
 }
