@@ -568,4 +568,4 @@ fn deleted_item(object: &Value, account: i64) -> Result<Item, ConnectorError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

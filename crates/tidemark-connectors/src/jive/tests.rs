@@ -124,3 +124,91 @@ fn test_missing_or_bad_fields_are_errors_not_panics() {
         assert!(deleted_item(&bad, 1).is_err(), "{bad}");
     }
 }
+
+/// A poll context for a subscription created at `created`.
+pub(crate) fn context(service: &str, created: DateTime<Utc>) -> PollContext {
+    let account: tidemark_model::Account = serde_json::from_value(json!({
+        "id": 3, "application_id": 1, "service": service, "admin": true, "config": {},
+        "created": created, "modified": created,
+    }))
+    .expect("account");
+    let subscription: tidemark_model::Subscription = serde_json::from_value(json!({
+        "id": 5, "account": 3, "type": "subscription", "api": "activity", "active": true,
+        "disable_reason": "", "subscription_type": "changes", "default": true, "expiry": null,
+        "monitored_resources": [], "monitored_resource_api": null,
+        "monitored_resource_object_type": null, "last_cursor": null,
+        "last_cursor_updated_at": null, "created": created, "modified": created,
+    }))
+    .expect("subscription");
+    PollContext {
+        account,
+        subscription,
+    }
+}
+
+#[tokio::test]
+async fn test_polls_the_simulator_page_by_page_with_a_checkpoint_that_resumes() {
+    use tidemark_simulators::jive::ContentSpec;
+    let sim = tidemark_simulators::JiveSimulator::start()
+        .await
+        .expect("simulator");
+    let created = Utc::now() - chrono::Duration::seconds(10);
+    let at = |offset: i64| created + chrono::Duration::milliseconds(offset);
+    for index in 0..5 {
+        sim.create_content(ContentSpec::new(format!("c{index}"), at(index + 1)));
+    }
+    let connector = JiveConnector::new(
+        JiveConfig::from_value(&json!({
+            "base_url": sim.base_url(),
+            "credentials": {"token": "sim-token"},
+            "page_size": 2,
+            "safety_lag_seconds": 0,
+        }))
+        .expect("config"),
+    )
+    .expect("connector");
+    connector.validate().await.expect("valid credentials");
+    let context = context("jive", created);
+    let mut checkpoint = None;
+    let mut names = Vec::new();
+    for _ in 0..10 {
+        let outcome = connector
+            .poll(&context, checkpoint.as_ref())
+            .await
+            .expect("polls");
+        names.extend(
+            outcome
+                .activities
+                .iter()
+                .map(|a| a.target.as_ref().expect("target")["name"].clone()),
+        );
+        let state: Value = serde_json::from_str(&outcome.checkpoint.0).expect("json");
+        assert_eq!(state["v"], 1);
+        checkpoint = Some(outcome.checkpoint);
+        if !outcome.more {
+            break;
+        }
+        assert!(
+            state["window"]["before"].is_i64(),
+            "a window in progress: {state}"
+        );
+    }
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+    // Nothing new: the same checkpoint again yields nothing.
+    let outcome = connector
+        .poll(&context, checkpoint.as_ref())
+        .await
+        .expect("polls");
+    assert!(outcome.activities.is_empty());
+    sim.revoke_credentials();
+    let error = connector.validate().await.expect_err("revoked");
+    assert!(matches!(error, ConnectorError::Unauthorized(_)), "{error}");
+    let error = connector
+        .poll(&context, Some(&Checkpoint("{\"v\":1".into())))
+        .await
+        .expect_err("corrupt");
+    assert!(
+        matches!(error, ConnectorError::CorruptCheckpoint(_)),
+        "{error}"
+    );
+}

@@ -194,3 +194,50 @@ fn test_malformed_hits_are_errors_not_panics() {
         assert!(audit_item(&bad, 1).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn test_polls_both_logs_of_the_simulator_merged_in_time_order() {
+    use tidemark_simulators::onna::{ActivityLogSpec, AuditLogSpec};
+    let sim = tidemark_simulators::OnnaSimulator::start()
+        .await
+        .expect("simulator");
+    let created = Utc::now() - chrono::Duration::seconds(10);
+    let second = |n: i64| created + chrono::Duration::seconds(n);
+    sim.add_activity(ActivityLogSpec::new("login", "a@example.com", second(1)));
+    sim.add_audit(AuditLogSpec::new("add", "Created Workspace", second(2)));
+    sim.add_activity(ActivityLogSpec::new("logout", "a@example.com", second(3)));
+    let connector = OnnaConnector::new(
+        OnnaConfig::from_value(&json!({
+            "base_url": sim.base_url(),
+            "credentials": {"token": "sim-token"},
+            "safety_lag_seconds": 0,
+        }))
+        .expect("config"),
+    )
+    .expect("connector");
+    connector.validate().await.expect("valid credentials");
+    let context = crate::jive::tests::context("onna", created);
+    let outcome = connector.poll(&context, None).await.expect("polls");
+    let streams: Vec<_> = outcome
+        .activities
+        .iter()
+        .map(|a| (a.stream.clone().unwrap_or_default(), a.event_type))
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            ("activityLog".to_owned(), EventType::Access),
+            ("auditLog".to_owned(), EventType::Add),
+            ("activityLog".to_owned(), EventType::Access),
+        ]
+    );
+    assert!(!outcome.more);
+    let again = connector
+        .poll(&context, Some(&outcome.checkpoint))
+        .await
+        .expect("polls");
+    assert!(again.activities.is_empty(), "nothing repeated");
+    sim.set_token("rotated");
+    let error = connector.validate().await.expect_err("rejected");
+    assert!(matches!(error, ConnectorError::Unauthorized(_)), "{error}");
+}
