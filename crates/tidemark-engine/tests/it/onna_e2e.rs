@@ -161,15 +161,7 @@ async fn test_a_kill_in_the_middle_of_a_multi_page_poll_loses_and_repeats_nothin
             delay: Duration::from_millis(15),
         });
     }
-    let node = Node::start(&store, test_config("n1"));
-    wait_for(&store, &subscription, 20).await;
-    node.kill();
-    let at_kill = upstream::stream(&store, &subscription).await.len();
-    assert!(at_kill < 200, "the kill came after the poll had finished");
-    let node = Node::start(&store, test_config("n2"));
-    let all = wait_for(&store, &subscription, 200).await;
-    node.stop().await;
-    assert_once_in_order(&all);
+    let all = upstream::kill_mid_poll_and_resume(&store, &subscription, 200).await;
     let ids: Vec<&str> = all.iter().map(upstream_id).collect();
     let expected: Vec<&str> = expected.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(ids, expected);

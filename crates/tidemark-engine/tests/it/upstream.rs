@@ -183,3 +183,23 @@ pub fn assert_once_in_order(activities: &[Activity]) {
         );
     }
 }
+
+/// Starts a node, kills it once `count / 10` activities are committed (in the middle of a
+/// multi-page poll: the upstream must be slowed enough), then lets another node take over the
+/// lapsed lease and finish. Returns the whole stream.
+pub async fn kill_mid_poll_and_resume(
+    store: &std::sync::Arc<SqliteStore>,
+    subscription: &Subscription,
+    count: usize,
+) -> Vec<Activity> {
+    let node = Node::start(store, test_config("n1"));
+    wait_for(store, subscription, count / 10).await;
+    node.kill();
+    let at_kill = stream(store, subscription).await.len();
+    assert!(at_kill < count, "the kill came after the poll had finished");
+    let node = Node::start(store, test_config("n2"));
+    let all = wait_for(store, subscription, count).await;
+    node.stop().await;
+    assert_once_in_order(&all);
+    all
+}
