@@ -26,6 +26,51 @@ use crate::faults::{Fault, RecordedRequest};
 /// The largest request body a simulator reads.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// The scripting methods every simulator handle has (credentials, faults, the request log,
+/// lag), written once: `$handle` has a `shared` field whose `common` is a `Mutex<Common>`.
+macro_rules! common_controls {
+    () => {
+        /// Makes every data request answer 401 until `restore_credentials`.
+        pub fn revoke_credentials(&self) {
+            $crate::server::lock(&self.shared.common).revoked = true;
+        }
+
+        /// Accepts the configured credentials again.
+        pub fn restore_credentials(&self) {
+            $crate::server::lock(&self.shared.common).revoked = false;
+        }
+
+        /// Queues a fault for a coming data request (first in, first out).
+        pub fn push_fault(&self, fault: $crate::faults::Fault) {
+            $crate::server::lock(&self.shared.common)
+                .faults
+                .push_back(fault);
+        }
+
+        /// Drops every queued fault.
+        pub fn clear_faults(&self) {
+            $crate::server::lock(&self.shared.common).faults.clear();
+        }
+
+        /// Every data request answered so far, in the order answered.
+        pub fn requests(&self) -> Vec<$crate::faults::RecordedRequest> {
+            $crate::server::lock(&self.shared.common).requests.clone()
+        }
+
+        /// Forgets the recorded requests.
+        pub fn clear_requests(&self) {
+            $crate::server::lock(&self.shared.common).requests.clear();
+        }
+
+        /// Items scripted from now on become visible `lag` after the scripting call (default
+        /// zero).
+        pub fn set_lag(&self, lag: std::time::Duration) {
+            $crate::server::lock(&self.shared.common).lag = lag;
+        }
+    };
+}
+pub(crate) use common_controls;
+
 /// Locks a mutex, ignoring poisoning: simulator state stays usable after a panicking test.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

@@ -47,7 +47,7 @@
 //! | `POST /_sim/max_count` | `{"max_count": 7}` | [`JiveSimulator::set_max_count`] |
 //! | `POST /_sim/credentials` | `{"token"?, "username"?, "password"?}` | [`JiveSimulator::set_token`], [`JiveSimulator::set_basic`] |
 //! | `POST /_sim/credentials/revoke`, `/restore` | | [`JiveSimulator::revoke_credentials`], [`JiveSimulator::restore_credentials`] |
-//! | `POST /_sim/faults` | a [`Fault`] or a list (format in [`crate::faults`]) | [`JiveSimulator::push_fault`]; `GET` lists, `DELETE` clears |
+//! | `POST /_sim/faults` | a [`Fault`](crate::Fault) or a list (format in [`crate::faults`]) | [`JiveSimulator::push_fault`]; `GET` lists, `DELETE` clears |
 //! | `POST /_sim/lag` | `{"lag_ms": 500}` or `{"lag_secs": 0.5}` | [`JiveSimulator::set_lag`] |
 //! | `GET /_sim/requests`, `DELETE /_sim/requests` | | [`JiveSimulator::requests`], [`JiveSimulator::clear_requests`] |
 //! | `POST /_sim/generate` | `{"rate_per_sec": 2}` (0 stops) | [`JiveSimulator::spawn_generator`] |
@@ -81,12 +81,11 @@ mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::faults::{Fault, RecordedRequest};
 use crate::server::{self, lock, Common, ServerGuard, SimRuntime};
 
 pub use wire::PREFIX;
@@ -271,40 +270,7 @@ impl JiveSimulator {
         data.basic_password = password.to_string();
     }
 
-    /// Makes every data request answer 401 until [`JiveSimulator::restore_credentials`].
-    pub fn revoke_credentials(&self) {
-        lock(&self.shared.common).revoked = true;
-    }
-
-    /// Accepts the configured credentials again.
-    pub fn restore_credentials(&self) {
-        lock(&self.shared.common).revoked = false;
-    }
-
-    /// Queues a fault for a coming data request (first in, first out).
-    pub fn push_fault(&self, fault: Fault) {
-        lock(&self.shared.common).faults.push_back(fault);
-    }
-
-    /// Drops every queued fault.
-    pub fn clear_faults(&self) {
-        lock(&self.shared.common).faults.clear();
-    }
-
-    /// Every data request answered so far, in the order answered.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.common).requests.clone()
-    }
-
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        lock(&self.shared.common).requests.clear();
-    }
-
-    /// Items scripted from now on become visible `lag` after the scripting call (default zero).
-    pub fn set_lag(&self, lag: Duration) {
-        lock(&self.shared.common).lag = lag;
-    }
+    crate::server::common_controls!();
 
     /// The largest `count` the server honours (real Jive: 100, the default).
     pub fn set_max_count(&self, max_count: usize) {

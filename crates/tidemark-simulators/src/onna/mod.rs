@@ -47,7 +47,7 @@
 //! | `POST /_sim/max_hits` | `{"max_hits": 100}` | [`OnnaSimulator::set_max_hits`] |
 //! | `POST /_sim/credentials` | `{"token"}` | [`OnnaSimulator::set_token`] |
 //! | `POST /_sim/credentials/revoke`, `/restore` | | [`OnnaSimulator::revoke_credentials`], [`OnnaSimulator::restore_credentials`] |
-//! | `POST /_sim/faults` | a [`Fault`] or a list (format in [`crate::faults`]) | [`OnnaSimulator::push_fault`]; `GET` lists, `DELETE` clears |
+//! | `POST /_sim/faults` | a [`Fault`](crate::Fault) or a list (format in [`crate::faults`]) | [`OnnaSimulator::push_fault`]; `GET` lists, `DELETE` clears |
 //! | `POST /_sim/lag` | `{"lag_ms": 500}` or `{"lag_secs": 0.5}` | [`OnnaSimulator::set_lag`] |
 //! | `GET /_sim/requests`, `DELETE /_sim/requests` | | [`OnnaSimulator::requests`], [`OnnaSimulator::clear_requests`] |
 //! | `POST /_sim/generate` | `{"rate_per_sec": 2}` (0 stops) | [`OnnaSimulator::spawn_generator`] |
@@ -77,11 +77,10 @@ mod store;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use crate::faults::{Fault, RecordedRequest};
 use crate::server::{self, lock, Common, ServerGuard, SimRuntime};
 
 /// The account name used when none is given.
@@ -297,41 +296,7 @@ impl OnnaSimulator {
         lock(&self.shared.data).token = token.to_string();
     }
 
-    /// Makes every data request answer 401 until [`OnnaSimulator::restore_credentials`].
-    pub fn revoke_credentials(&self) {
-        lock(&self.shared.common).revoked = true;
-    }
-
-    /// Accepts the configured token again.
-    pub fn restore_credentials(&self) {
-        lock(&self.shared.common).revoked = false;
-    }
-
-    /// Queues a fault for a coming data request (first in, first out).
-    pub fn push_fault(&self, fault: Fault) {
-        lock(&self.shared.common).faults.push_back(fault);
-    }
-
-    /// Drops every queued fault.
-    pub fn clear_faults(&self) {
-        lock(&self.shared.common).faults.clear();
-    }
-
-    /// Every data request answered so far, in the order answered.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.common).requests.clone()
-    }
-
-    /// Forgets the recorded requests.
-    pub fn clear_requests(&self) {
-        lock(&self.shared.common).requests.clear();
-    }
-
-    /// Records scripted from now on become visible `lag` after the scripting call (default
-    /// zero).
-    pub fn set_lag(&self, lag: Duration) {
-        lock(&self.shared.common).lag = lag;
-    }
+    crate::server::common_controls!();
 
     /// The most hits one response returns (default 10,000, Elasticsearch's
     /// `max_result_window`).
