@@ -71,6 +71,9 @@ pub struct NotifierConfig {
     pub max_in_flight_per_endpoint: usize,
     /// Longest wait between two looks for due notifications when nothing wakes the notifier.
     pub scan_interval: Duration,
+    /// Shortest time between two looks: wakes that come sooner (a commit each) are gathered
+    /// into one look, so a busy store is scanned at most this often, not once per commit.
+    pub min_scan_gap: Duration,
     /// Activities examined per notification when an endpoint has a filter.
     pub max_filtered_activities: usize,
     /// Root certificates (PEM, one or more) trusted for `https` endpoints besides the built-in
@@ -92,6 +95,7 @@ impl Default for NotifierConfig {
             max_in_flight: 256,
             max_in_flight_per_endpoint: 64,
             scan_interval: Duration::from_millis(500),
+            min_scan_gap: Duration::from_millis(2),
             max_filtered_activities: 10_000,
             extra_root_certificates_pem: None,
         }
@@ -403,10 +407,13 @@ impl Notifier {
             .and_then(|mut rx| rx.take())
             .map(|rx| tokio::spawn(Arc::clone(&self).record_finished(rx)));
         loop {
+            let scanned = tokio::time::Instant::now();
             self.dispatch_due().await;
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    tokio::time::sleep_until(scanned + self.config.min_scan_gap).await;
+                }
                 _ = tokio::time::sleep(self.config.scan_interval) => {}
             }
         }

@@ -150,3 +150,59 @@ async fn test_commit_failing_after_activity_insert_leaves_stream_and_checkpoint_
         Some("cp2")
     );
 }
+
+/// Writes sent together are group-committed: among many concurrent commits, the ones that
+/// fail (a stale lease, an unknown subscription) are rolled back alone, and every other one
+/// is committed exactly once with gap-free sequence numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_group_commit_rolls_back_failing_writes_alone() {
+    use std::sync::Arc;
+    use tidemark_store::testsuite::{sample_activity, setup};
+    use tidemark_store::{CommitBatch, Store, StoreError};
+    let (store, _dir) = new_store().await;
+    let store = Arc::new(store);
+    let subscription = setup(&*store).await;
+    let mut tasks = Vec::new();
+    for index in 0..200 {
+        let store = Arc::clone(&store);
+        let account = subscription.account;
+        let target = if index % 5 == 0 {
+            999_999
+        } else {
+            subscription.id
+        };
+        tasks.push(tokio::spawn(async move {
+            let activity = sample_activity(account, &format!("g{index}"));
+            let batch = CommitBatch::new(target, &[activity]).expect("encodes");
+            (index, store.commit(batch).await)
+        }));
+    }
+    let mut committed = 0;
+    for task in tasks {
+        let (index, result) = task.await.expect("task");
+        if index % 5 == 0 {
+            assert!(
+                matches!(result, Err(StoreError::NotFound(_))),
+                "{index}: {result:?}"
+            );
+        } else {
+            assert_eq!(result.expect("commits").appended, 1, "{index}");
+            committed += 1;
+        }
+    }
+    assert_eq!(committed, 160);
+    assert_eq!(
+        store.latest_sequence(subscription.id).await.expect("seq"),
+        160
+    );
+    let rows = store
+        .read_activity(subscription.id, 0, 1000)
+        .await
+        .expect("read");
+    let sequences: Vec<u64> = rows.iter().map(|row| row.sequence).collect();
+    assert_eq!(sequences, (1..=160).collect::<Vec<_>>());
+    assert_eq!(
+        store.activity_total(subscription.id).await.expect("total"),
+        160
+    );
+}

@@ -1,13 +1,15 @@
 //! [`SqliteStore`]: the embedded default store.
 //!
-//! One SQLite database file in WAL mode. All writes go through one connection behind a mutex,
-//! each in a `BEGIN IMMEDIATE` transaction: that write lock is the "subscription's lock" of
-//! DESIGN 2.1 (it covers every subscription at once, which SQLite's single writer makes free).
-//! Reads use a small pool of read-only connections and never block the writer.
-//! Blocking SQLite calls run on tokio's blocking pool.
+//! One SQLite database file in WAL mode. All writes go through one connection owned by a writer
+//! thread, inside `BEGIN IMMEDIATE` transactions: that write lock is the "subscription's lock"
+//! of DESIGN 2.1 (it covers every subscription at once, which SQLite's single writer makes
+//! free). Writes waiting together are group-committed: one transaction, each write in its own
+//! savepoint (a failing write is rolled back alone), each caller answered once the transaction
+//! has committed. Reads use a small pool of read-only connections, on tokio's blocking pool,
+//! and never block the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,7 +49,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// Jobs for the writer thread, which owns the one writing connection.
+    writer: std::sync::mpsc::Sender<WriteJob>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     cursor_key: CursorKey,
 }
@@ -114,10 +117,15 @@ impl SqliteStore {
             .min_idle(Some(1))
             .build(manager)?;
         tracing::debug!(path = %path.display(), "sqlite store open");
+        let (jobs, queue) = std::sync::mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("tidemark-sqlite-writer".into())
+            .spawn(move || run_writer(&writer, &queue))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer: jobs,
                 readers,
                 cursor_key,
             }),
@@ -129,21 +137,42 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on the writer connection.
+    /// Runs `work` atomically on the writer connection: all of it or none of it is committed,
+    /// and the result is returned only once it is durable (committed).
+    ///
+    /// Writes are group-committed: the writer thread runs every job waiting in its queue in
+    /// one `BEGIN IMMEDIATE` transaction, each inside its own savepoint, so a job that fails is
+    /// rolled back alone and the others commit. Concurrent small writes (commits of many
+    /// pollers, webhook claims and outcomes) then share one commit instead of queueing for
+    /// one each. A job sees the effects of the jobs before it, exactly as if they had
+    /// committed one by one in that order.
     async fn write<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        run_blocking(move || {
-            let conn = inner
-                .writer
-                .lock()
-                .map_err(|_| StoreError::Backend("writer connection poisoned".into()))?;
-            in_transaction(&conn, "BEGIN IMMEDIATE", work)
-        })
-        .await
+        let (reply, result) = tokio::sync::oneshot::channel::<StoreResult<T>>();
+        let job: WriteJob = Box::new(move |conn: &Connection| {
+            let outcome = work(conn);
+            let succeeded = outcome.is_ok();
+            let finish: WriteReply = Box::new(move |failed: Option<&StoreError>| {
+                let _ = reply.send(match (outcome, failed) {
+                    (Ok(value), None) => Ok(value),
+                    (Ok(_), Some(error)) => {
+                        Err(StoreError::Backend(format!("commit failed: {error}")))
+                    }
+                    (Err(error), _) => Err(error),
+                });
+            });
+            (succeeded, finish)
+        });
+        self.inner
+            .writer
+            .send(job)
+            .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Backend("the writer thread dropped a write".into()))?
     }
 
     /// Runs `work` on a pooled read-only connection.
@@ -211,6 +240,88 @@ fn cached_row<T, P: rusqlite::Params>(
 /// Runs `work` between `begin` and `COMMIT` (`ROLLBACK` if it fails), with the transaction
 /// statements taken from the statement cache: parsing `BEGIN` and `COMMIT` anew for every
 /// transaction (as `rusqlite::Transaction` does) was a sixth of the write path in profiles.
+/// Delivers a write job's result once its transaction has committed (`None`) or failed to
+/// commit (the error).
+type WriteReply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// One write: runs on the writer connection inside a savepoint, says whether it succeeded, and
+/// hands back how to reply. A job dropped without running answers its caller with an error.
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, WriteReply) + Send>;
+
+/// Most jobs one group commit takes.
+const MAX_GROUP_COMMIT: usize = 256;
+
+fn run_statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// The writer thread: takes every job waiting (at least one), runs them in one transaction,
+/// each in its own savepoint, commits, then replies to each. Ends when the store is dropped.
+fn run_writer(conn: &Connection, queue: &std::sync::mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP_COMMIT {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = run_statement(conn, "BEGIN IMMEDIATE") {
+            // Dropped unrun, each job answers its caller with an error.
+            tracing::error!(%error, jobs = jobs.len(), "could not begin a write transaction");
+            continue;
+        }
+        let mut replies: Vec<WriteReply> = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
+        for job in jobs.by_ref() {
+            if let Err(error) = run_statement(conn, "SAVEPOINT job") {
+                tracing::error!(%error, "could not open a savepoint; the write is refused");
+                continue;
+            }
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
+            let (succeeded, reply) = match ran {
+                Ok(ran) => (ran.0, Some(ran.1)),
+                Err(_) => {
+                    tracing::error!("a store write panicked; it is rolled back");
+                    (false, None)
+                }
+            };
+            let ended = if succeeded {
+                run_statement(conn, "RELEASE job")
+            } else {
+                run_statement(conn, "ROLLBACK TO job")
+                    .and_then(|()| run_statement(conn, "RELEASE job"))
+            };
+            if let Err(error) = ended {
+                tracing::error!(%error, "could not end a write's savepoint");
+            }
+            replies.extend(reply);
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (a full disk, an I/O error): what
+                // ran is undone, and nothing more may run outside a transaction.
+                break;
+            }
+        }
+        let failed = if conn.is_autocommit() {
+            // Jobs not run yet are dropped: their callers get an error and try again.
+            drop(jobs);
+            Some(StoreError::Backend(
+                "the write transaction was rolled back by SQLite".into(),
+            ))
+        } else {
+            run_statement(conn, "COMMIT").err().map(StoreError::from)
+        };
+        if failed.is_some() && !conn.is_autocommit() {
+            if let Err(error) = run_statement(conn, "ROLLBACK") {
+                tracing::error!(%error, "rollback failed");
+            }
+        }
+        for reply in replies {
+            reply(failed.as_ref());
+        }
+    }
+}
+
 fn in_transaction<T>(
     conn: &Connection,
     begin: &str,
@@ -710,8 +821,12 @@ impl Store for SqliteStore {
         per_endpoint: usize,
     ) -> StoreResult<Vec<DueNotification>> {
         let claimed_until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        self.write(move |tx| {
-            let candidates: Vec<(i64, i64, i64, i64, i64, i64, Option<i64>)> = {
+        // Finding what is due scans every subscription of every endpoint's application: it
+        // runs on a reader (a WAL snapshot), so committers never wait behind it. The claims are
+        // then taken in one short write, each re-checked there (still free, still due), so a
+        // notification claimed or delivered meanwhile is not claimed again.
+        let candidates: Vec<(i64, i64, i64, i64, i64, i64, Option<i64>)> = self
+            .read(move |tx| {
                 // Each endpoint gets at most `per_endpoint` claims, less those it holds already:
                 // rank its due notifications and keep the first places left.
                 let mut stmt = tx.prepare_cached(
@@ -740,22 +855,38 @@ impl Store for SqliteStore {
                 let rows = stmt.query_map(params![micros(now), limit as i64, per_endpoint], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
                 })?;
-                rows.collect::<Result<Vec<_>, _>>()?
-            };
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |tx| {
             let mut due = Vec::with_capacity(candidates.len());
+            // Claimed only if, as of now, nobody holds it and it is still due and unchanged
+            // since the snapshot (same attempts): otherwise nothing is returned and it is
+            // skipped.
             let mut claim = tx.prepare_cached(
                 "INSERT INTO webhook_deliveries (endpoint_id, subscription_id, attempt_sequence, claimed_until, claim_token) \
                  VALUES (?1, ?2, ?3, ?4, 1) \
                  ON CONFLICT (endpoint_id, subscription_id) DO UPDATE SET attempt_sequence = excluded.attempt_sequence, \
                  claimed_until = excluded.claimed_until, claim_token = claim_token + 1 \
+                 WHERE (webhook_deliveries.claimed_until IS NULL OR webhook_deliveries.claimed_until <= ?5) \
+                 AND MAX(webhook_deliveries.notified_sequence, webhook_deliveries.given_up_sequence) = ?6 \
+                 AND webhook_deliveries.attempts = ?7 \
                  RETURNING claim_token",
             )?;
             let mut endpoints: std::collections::HashMap<i64, WebhookEndpoint> = std::collections::HashMap::new();
             for (endpoint_id, subscription_id, account_id, last, after, attempts, failing_since) in candidates {
-                let token: i64 = claim.query_row(
-                    params![endpoint_id, subscription_id, last, micros(claimed_until)],
-                    |r| r.get(0),
-                )?;
+                let token: Option<i64> = claim
+                    .query_row(
+                        params![endpoint_id, subscription_id, last, micros(claimed_until), micros(now), after, attempts],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(token) = token else {
+                    continue;
+                };
                 let endpoint = match endpoints.get(&endpoint_id) {
                     Some(endpoint) => endpoint.clone(),
                     None => {

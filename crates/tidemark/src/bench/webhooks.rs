@@ -33,6 +33,10 @@ pub struct WebhooksArgs {
     /// Seconds each phase runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Concurrent committers (the load generator), each committing one activity at a time,
+    /// as pollers do; the store group-commits what they send together.
+    #[arg(long, default_value_t = 8)]
+    committers: usize,
     #[command(flatten)]
     dir: BenchDir,
 }
@@ -40,8 +44,6 @@ pub struct WebhooksArgs {
 /// Activity ids unique across phases (the store would absorb repeats as duplicates).
 static NEXT_ACTIVITY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Concurrent committers.
-const COMMITTERS: usize = 4;
 /// Commits in a row to one subscription in the bursts phase.
 const BURST: usize = 10;
 
@@ -144,8 +146,8 @@ async fn baseline_posts_per_second(
 
 pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.subscriptions >= 1 && args.seconds >= 1,
-        "--subscriptions and --seconds must be positive"
+        args.subscriptions >= 1 && args.seconds >= 1 && (1..=256).contains(&args.committers),
+        "--subscriptions and --seconds must be positive, --committers in 1..=256"
     );
     let dir = args.dir.create()?;
     let store: Arc<SqliteStore> = Arc::new(SqliteStore::open(dir.path().join("webhooks.db"))?);
@@ -194,8 +196,9 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     println!(
-        "bench webhooks: {} subscriptions, one endpoint on loopback, {} s per phase, in {}",
+        "bench webhooks: {} subscriptions, {} committers, one endpoint on loopback, {} s per phase, in {}",
         args.subscriptions,
+        args.committers,
         args.seconds,
         dir.path().display()
     );
@@ -209,9 +212,12 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
         &notifier,
         &timeline,
         &subscriptions,
-        None,
-        1,
-        args.seconds,
+        Load {
+            rate: None,
+            burst: 1,
+            seconds: args.seconds,
+            committers: args.committers,
+        },
     )
     .await?;
     let delivery_rate = full.deliveries_per_second();
@@ -222,9 +228,12 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
         &notifier,
         &timeline,
         &subscriptions,
-        Some(delivery_rate / 2.0),
-        1,
-        args.seconds,
+        Load {
+            rate: Some(delivery_rate / 2.0),
+            burst: 1,
+            seconds: args.seconds,
+            committers: args.committers,
+        },
     )
     .await?;
     report("half load", &half);
@@ -234,9 +243,12 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
         &notifier,
         &timeline,
         &subscriptions,
-        None,
-        BURST,
-        args.seconds,
+        Load {
+            rate: None,
+            burst: BURST,
+            seconds: args.seconds,
+            committers: args.committers,
+        },
     )
     .await?;
     report("bursts", &bursts);
@@ -252,7 +264,7 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        json!({"bench": "webhooks", "subscriptions": args.subscriptions, "deliveries_per_s": delivery_rate.round(),
+        json!({"bench": "webhooks", "subscriptions": args.subscriptions, "committers": args.committers, "deliveries_per_s": delivery_rate.round(),
                "baseline_posts_per_s": baseline.round(), "ratio_to_baseline": (delivery_rate / baseline.max(f64::EPSILON) * 1000.0).round() / 1000.0,
                "webhooks_per_1000_activities_saturated": full.webhooks_per_1000_activities().round(),
                "burst": BURST, "webhooks_per_1000_activities_bursts": bursts.webhooks_per_1000_activities().round(),
@@ -278,6 +290,19 @@ fn report(name: &str, phase: &Phase) {
     );
 }
 
+/// How a phase loads the store.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    /// Commits per second in all (`None`: as fast as the store takes them).
+    rate: Option<f64>,
+    /// Commits in a row to one subscription.
+    burst: usize,
+    /// How long the phase commits.
+    seconds: u64,
+    /// Concurrent committers.
+    committers: usize,
+}
+
 /// Commits one activity at a time to the subscriptions in turn, `burst` commits in a row to
 /// each, at `rate` commits per second (as fast as possible when `None`), for `seconds`; then
 /// waits for the last webhooks.
@@ -286,10 +311,14 @@ async fn run_phase(
     notifier: &Arc<Notifier>,
     timeline: &Arc<Timeline>,
     subscriptions: &[tidemark_model::Subscription],
-    rate: Option<f64>,
-    burst: usize,
-    seconds: u64,
+    load: Load,
 ) -> anyhow::Result<Phase> {
+    let Load {
+        rate,
+        burst,
+        seconds,
+        committers,
+    } = load;
     if let Ok(mut latencies) = timeline.latencies.lock() {
         *latencies = Latencies::default();
     }
@@ -299,7 +328,7 @@ async fn run_phase(
     let started = Instant::now();
     // Several committers over disjoint subscriptions keep the store's writer busy; the rate,
     // if any, is shared among them.
-    let committers = COMMITTERS.min(subscriptions.len());
+    let committers = committers.min(subscriptions.len());
     let mut tasks = Vec::with_capacity(committers);
     for committer in 0..committers {
         let mine: Vec<tidemark_model::Subscription> = subscriptions
