@@ -241,6 +241,17 @@ impl FeedsCheckpoint {
         )
     }
 
+    /// The watermark a stored checkpoint gives: `covered`, the end of the last window every
+    /// feed was read through (already `safety_lag` behind the time it was read).
+    pub fn watermark_of(checkpoint: &Checkpoint) -> Option<chrono::DateTime<chrono::Utc>> {
+        #[derive(Deserialize)]
+        struct Covered {
+            covered: i64,
+        }
+        let covered: Covered = serde_json::from_str(&checkpoint.0).ok()?;
+        chrono::DateTime::from_timestamp_millis(covered.covered)
+    }
+
     /// The checkpoint text.
     ///
     /// # Errors

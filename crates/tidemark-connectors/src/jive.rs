@@ -371,6 +371,10 @@ impl Connector for JiveConnector {
             .map(|_| ())
     }
 
+    fn watermark(&self, checkpoint: &Checkpoint) -> Option<DateTime<Utc>> {
+        FeedsCheckpoint::watermark_of(checkpoint)
+    }
+
     async fn poll(
         &self,
         context: &PollContext,

@@ -234,6 +234,13 @@ pub trait Connector: Send + Sync {
         checkpoint: Option<&Checkpoint>,
     ) -> Result<PollOutcome, ConnectorError>;
 
+    /// The subscription's watermark once `checkpoint` is committed: the upstream time before
+    /// which every activity has been emitted (the connector's declared upstream lag already
+    /// taken off). `None`: this connector cannot say.
+    fn watermark(&self, _checkpoint: &Checkpoint) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
+
     /// Starts watching the upstream; `trigger` is fired whenever a poll should happen now.
     /// `Ok(None)` when the connector has no push mechanism.
     fn watch(

@@ -379,6 +379,10 @@ impl Connector for OnnaConnector {
         self.audit_log(0, now, now, 1).await.map(|_| ())
     }
 
+    fn watermark(&self, checkpoint: &Checkpoint) -> Option<DateTime<Utc>> {
+        FeedsCheckpoint::watermark_of(checkpoint)
+    }
+
     async fn poll(
         &self,
         context: &PollContext,

@@ -98,16 +98,25 @@ struct Page {
     activities: Vec<EncodedActivity>,
     /// The new checkpoint; `None` when it equals the previous one (nothing to write).
     checkpoint: Option<Checkpoint>,
+    /// The watermark the new checkpoint gives, if the connector can say.
+    watermark: Option<chrono::DateTime<Utc>>,
     more: bool,
 }
 
 /// A fetched and encoded page, or the error that ended fetching.
 type PendingPage = Result<Page, PollError>;
 
-fn encode(outcome: PollOutcome, previous: Option<&Checkpoint>) -> Result<Page, StoreError> {
+fn encode(
+    connector: &dyn Connector,
+    outcome: PollOutcome,
+    previous: Option<&Checkpoint>,
+) -> Result<Page, StoreError> {
     let changed = previous != Some(&outcome.checkpoint);
     Ok(Page {
         activities: EncodedActivity::encode_all(&outcome.activities)?,
+        watermark: changed
+            .then(|| connector.watermark(&outcome.checkpoint))
+            .flatten(),
         checkpoint: changed.then_some(outcome.checkpoint),
         more: outcome.more,
     })
@@ -428,8 +437,8 @@ impl Engine {
                                 // Encoding follows fetching on this side of the pipeline, on
                                 // the thread that built the activities (which then frees them
                                 // where they were allocated); the writer keeps the other core.
-                                let page =
-                                    encode(outcome, checkpoint.as_ref()).map_err(PollError::from);
+                                let page = encode(&*connector, outcome, checkpoint.as_ref())
+                                    .map_err(PollError::from);
                                 checkpoint = next_checkpoint;
                                 let failed = page.is_err();
                                 if pages_tx.send(page).await.is_err() || failed || !more {
@@ -482,6 +491,7 @@ impl Engine {
                     activities: page.activities,
                     checkpoint: page.checkpoint.map(|checkpoint| checkpoint.0),
                     lease: Some(lease.clone()),
+                    watermark: page.watermark,
                 })
                 .await?;
             metrics::committed(service, committed.appended, committed.duplicates);

@@ -1,14 +1,16 @@
 //! The opaque [`Cursor`]: a position in one subscription's stream, authenticated.
 //!
 //! # Format
-//! `base64url(version | flags | subscription | position [| from | until] | tag)`, where the
+//! `base64url(version | flags | subscription | position [| from | until | at] | tag)`, where the
 //! integers are big-endian 8-byte values and `tag` is the first 12 bytes of
 //! HMAC-SHA256(key, everything before it). The key ([`CursorKey`]) belongs to the store, so
 //! cursors survive restarts and are valid on every node sharing that store.
 //!
 //! A cursor decoded for a different subscription, or altered in any bit, is rejected
 //! ([`CursorError`]); it is never silently reinterpreted. The position is the sequence number of
-//! the last activity the holder has seen (0: nothing yet).
+//! the last activity the holder has seen (0: nothing yet). A cursor of a time range also names
+//! the range and the timestamp of that last activity (`at`): a range is read in (timestamp,
+//! sequence) order.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -20,6 +22,7 @@ use crate::account::SubscriptionId;
 const VERSION: u8 = 1;
 const FLAG_RANGE: u8 = 0b01;
 const FLAG_UNTIL: u8 = 0b10;
+const FLAG_AT: u8 = 0b100;
 const TAG_LEN: usize = 12;
 /// No real cursor is longer than this (bytes); longer input is rejected before decoding.
 pub const MAX_ENCODED_LEN: usize = 128;
@@ -81,6 +84,9 @@ pub struct CursorRange {
     pub from_micros: i64,
     /// Exclusive upper bound; `None` is open-ended.
     pub until_micros: Option<i64>,
+    /// Timestamp of the last activity seen in the range (with the cursor's `position` as the
+    /// tie-breaker); `None`: nothing seen yet.
+    pub at_micros: Option<i64>,
 }
 
 /// A position in one subscription's stream.
@@ -114,6 +120,9 @@ impl Cursor {
             if range.until_micros.is_some() {
                 flags |= FLAG_UNTIL;
             }
+            if range.at_micros.is_some() {
+                flags |= FLAG_AT;
+            }
         }
         bytes.push(flags);
         bytes.extend_from_slice(&self.subscription.to_be_bytes());
@@ -122,6 +131,9 @@ impl Cursor {
             bytes.extend_from_slice(&range.from_micros.to_be_bytes());
             if let Some(until) = range.until_micros {
                 bytes.extend_from_slice(&until.to_be_bytes());
+            }
+            if let Some(at) = range.at_micros {
+                bytes.extend_from_slice(&at.to_be_bytes());
             }
         }
         let tag = key.tag(&bytes);
@@ -162,8 +174,13 @@ impl Cursor {
         let expected_len = 2
             + 16
             + if flags & FLAG_RANGE != 0 { 8 } else { 0 }
-            + if flags & FLAG_UNTIL != 0 { 8 } else { 0 };
-        if payload.len() != expected_len || flags & !(FLAG_RANGE | FLAG_UNTIL) != 0 {
+            + if flags & FLAG_UNTIL != 0 { 8 } else { 0 }
+            + if flags & FLAG_AT != 0 { 8 } else { 0 };
+        let range_flags = FLAG_UNTIL | FLAG_AT;
+        if payload.len() != expected_len
+            || flags & !(FLAG_RANGE | range_flags) != 0
+            || (flags & FLAG_RANGE == 0 && flags & range_flags != 0)
+        {
             return Err(CursorError::Malformed);
         }
         let word = |index: usize| -> [u8; 8] {
@@ -174,9 +191,14 @@ impl Cursor {
         };
         let cursor_subscription = i64::from_be_bytes(word(0));
         let position = u64::from_be_bytes(word(1));
-        let range = (flags & FLAG_RANGE != 0).then(|| CursorRange {
-            from_micros: i64::from_be_bytes(word(2)),
-            until_micros: (flags & FLAG_UNTIL != 0).then(|| i64::from_be_bytes(word(3))),
+        let range = (flags & FLAG_RANGE != 0).then(|| {
+            let until_micros = (flags & FLAG_UNTIL != 0).then(|| i64::from_be_bytes(word(3)));
+            let at_word = if until_micros.is_some() { 4 } else { 3 };
+            CursorRange {
+                from_micros: i64::from_be_bytes(word(2)),
+                until_micros,
+                at_micros: (flags & FLAG_AT != 0).then(|| i64::from_be_bytes(word(at_word))),
+            }
         });
         if cursor_subscription != subscription {
             return Err(CursorError::WrongSubscription);
@@ -209,6 +231,7 @@ mod tests {
             range: Some(CursorRange {
                 from_micros: -5,
                 until_micros: Some(9),
+                at_micros: None,
             }),
             ..plain
         };
@@ -220,10 +243,24 @@ mod tests {
             range: Some(CursorRange {
                 from_micros: 5,
                 until_micros: None,
+                at_micros: None,
             }),
             ..plain
         };
         assert_eq!(Cursor::decode(&open.encode(&key()), &key(), 42), Ok(open));
+        for (until, at) in [(Some(9), Some(7)), (None, Some(-3))] {
+            let positioned = Cursor {
+                range: Some(CursorRange {
+                    from_micros: -5,
+                    until_micros: until,
+                    at_micros: at,
+                }),
+                ..plain
+            };
+            let text = positioned.encode(&key());
+            assert!(text.len() <= MAX_ENCODED_LEN, "{}", text.len());
+            assert_eq!(Cursor::decode(&text, &key(), 42), Ok(positioned));
+        }
     }
 
     #[test]

@@ -202,6 +202,9 @@ pub struct CommitBatch {
     pub checkpoint: Option<String>,
     /// The poller's lease; when given, the commit is refused unless it is still current.
     pub lease: Option<Lease>,
+    /// The connector's watermark with this checkpoint: the stream is complete before it. The
+    /// stored watermark only moves forward (an older one is ignored).
+    pub watermark: Option<DateTime<Utc>>,
 }
 
 impl CommitBatch {
@@ -215,6 +218,7 @@ impl CommitBatch {
             activities: EncodedActivity::encode_all(activities)?,
             checkpoint: None,
             lease: None,
+            watermark: None,
         })
     }
 }
@@ -272,6 +276,39 @@ pub struct JsonPage {
     pub last_sequence: Option<u64>,
     /// Activities currently retained for the subscription (`total`).
     pub total: u64,
+}
+
+/// A time range of activity timestamps: `[from, until)` in epoch microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Inclusive start.
+    pub from_micros: i64,
+    /// Exclusive end; `None`: open-ended.
+    pub until_micros: Option<i64>,
+}
+
+/// A position inside a time range: the last activity read, as (timestamp, sequence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RangePosition {
+    /// The activity's timestamp, epoch microseconds.
+    pub occurred_at_micros: i64,
+    /// Its sequence number (the tie-breaker among equal timestamps).
+    pub sequence: u64,
+}
+
+/// A page of a time range as JSON bytes (see [`Store::read_range_json`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangePage {
+    /// The caller's buffer with the page's activity objects appended, comma-separated.
+    pub out: Vec<u8>,
+    /// Activities appended.
+    pub count: usize,
+    /// The last activity appended.
+    pub last: Option<RangePosition>,
+    /// Activities currently retained for the subscription (`total`).
+    pub total: u64,
+    /// The subscription's watermark, read in the same snapshot.
+    pub watermark: Option<DateTime<Utc>>,
 }
 
 /// A JSON webhook endpoint of an application.
@@ -568,6 +605,23 @@ pub trait Store: Send + Sync + 'static {
             out,
         })
     }
+    /// Up to `limit` activities whose timestamp is in `range`, after `after`, in (timestamp,
+    /// sequence) order, appended to `out` as JSON like [`Store::read_page_json`]. Activity
+    /// without a timestamp is in no range. Activity committed later with a timestamp before
+    /// `after` is not returned by this read (the subscription's watermark says when a range is
+    /// final).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown subscription.
+    async fn read_range_json(
+        &self,
+        subscription_id: SubscriptionId,
+        range: TimeRange,
+        after: Option<RangePosition>,
+        limit: usize,
+        out: Vec<u8>,
+    ) -> StoreResult<RangePage>;
+
     /// Up to `limit` activities with sequence numbers above `after`, in order (empty for a
     /// subscription that does not exist).
     async fn read_activity(

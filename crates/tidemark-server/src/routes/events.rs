@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Serialize;
 use tidemark_model::V1Event;
 
-use super::activity::{hand_out_cursor, start_position};
+use super::activity::{hand_out_cursor, stream_position};
 use super::{resolve_account, resolve_subscription, PathParams};
 use crate::error::{ApiError, CommonErrors};
 use crate::extract::{Caller, Params};
@@ -56,7 +56,7 @@ pub async fn list(
     let page_size = params.integer("page_size", 1..=1000, 1000)? as usize;
     let account = resolve_account(&state, &caller, &account_ref).await?;
     let subscription = resolve_subscription(&state, &account, "default").await?;
-    let mut position = start_position(&state, &subscription, params.get("cursor"))?;
+    let mut position = stream_position(&state, &subscription, params.get("cursor"))?;
     let mut events = Vec::with_capacity(page_size);
     for _ in 0..MAX_PAGES_SCANNED {
         let page = state

@@ -12,5 +12,6 @@ mod kloudless_sdk;
 mod openapi;
 mod subscriptions;
 mod tenancy;
+mod time_range;
 mod upstream_accounts;
 mod webhooks;

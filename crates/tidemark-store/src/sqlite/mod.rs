@@ -25,8 +25,8 @@ use tidemark_model::{
 use crate::{
     AccountPatch, ActivityPage, ApiKey, AttemptQuery, CommitBatch, CommitOutcome, DueNotification,
     JsonPage, Lease, NewAccount, NewSubscription, NewWebhookEndpoint, NotificationOutcome,
-    PollResult, PollState, SecretDigest, Store, StoreError, StoreResult, StoredActivity,
-    WebhookAttempt, WebhookEndpoint, WebhookPatch,
+    PollResult, PollState, RangePage, RangePosition, SecretDigest, Store, StoreError, StoreResult,
+    StoredActivity, TimeRange, WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
 
 mod migrations;
@@ -1180,6 +1180,7 @@ impl Store for SqliteStore {
         let CommitBatch {
             activities: rows,
             checkpoint,
+            watermark,
             ..
         } = batch;
         self.write(move |tx| {
@@ -1225,6 +1226,12 @@ impl Store for SqliteStore {
                  retained_count = retained_count + ?4 WHERE id = ?1",
                 params![subscription_id, last_sequence, committed_at, outcome.appended as i64],
             )?;
+            if let Some(watermark) = watermark {
+                tx.prepare_cached(
+                    "UPDATE subscriptions SET watermark = MAX(COALESCE(watermark, ?2), ?2) WHERE id = ?1",
+                )?
+                .execute(params![subscription_id, micros(watermark)])?;
+            }
             if let Some(state) = checkpoint {
                 tx.execute(
                     "INSERT INTO checkpoints (subscription_id, state, updated_at) VALUES (?1, ?2, ?3) \
@@ -1265,6 +1272,79 @@ impl Store for SqliteStore {
                 },
             )?;
             Ok(ActivityPage { activities, total })
+        })
+        .await
+    }
+
+    async fn read_range_json(
+        &self,
+        subscription_id: SubscriptionId,
+        range: TimeRange,
+        after: Option<RangePosition>,
+        limit: usize,
+        mut out: Vec<u8>,
+    ) -> StoreResult<RangePage> {
+        self.read(move |conn| {
+            in_transaction(conn, "BEGIN", |tx| {
+                let (total, watermark): (i64, Option<i64>) = cached_row(
+                    tx,
+                    "SELECT retained_count, watermark FROM subscriptions WHERE id = ?1",
+                    [subscription_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound("subscription"))?;
+                // Keyset on (occurred_at, sequence) along `activity_by_time`: from the range's
+                // start, or strictly after the last position read.
+                let (after_time, after_sequence) = match after {
+                    Some(position) => (
+                        position.occurred_at_micros,
+                        i64::try_from(position.sequence).unwrap_or(i64::MAX),
+                    ),
+                    None => (range.from_micros, 0),
+                };
+                let mut stmt = tx.prepare_cached(
+                    "SELECT occurred_at, sequence, body FROM activity INDEXED BY activity_by_time \
+                     WHERE subscription_id = ?1 AND occurred_at IS NOT NULL \
+                     AND occurred_at >= ?2 AND (?3 IS NULL OR occurred_at < ?3) \
+                     AND (occurred_at > ?4 OR (occurred_at = ?4 AND sequence > ?5)) \
+                     ORDER BY occurred_at, sequence LIMIT ?6",
+                )?;
+                let mut rows = stmt.query(params![
+                    subscription_id,
+                    range.from_micros,
+                    range.until_micros,
+                    after_time,
+                    after_sequence,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ])?;
+                let mut count = 0;
+                let mut last = None;
+                while let Some(row) = rows.next()? {
+                    if count > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(
+                        row.get_ref(2)?
+                            .as_bytes()
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    );
+                    count += 1;
+                    last = Some(RangePosition {
+                        occurred_at_micros: row.get(0)?,
+                        sequence: row.get::<_, i64>(1)?.unsigned_abs(),
+                    });
+                }
+                drop(rows);
+                drop(stmt);
+                Ok(RangePage {
+                    out: std::mem::take(&mut out),
+                    count,
+                    last,
+                    total: total.unsigned_abs(),
+                    watermark: watermark.map(from_micros).transpose()?,
+                })
+            })
         })
         .await
     }
