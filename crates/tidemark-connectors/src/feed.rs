@@ -168,6 +168,18 @@ impl FeedsCheckpoint {
         Ok(parsed)
     }
 
+    /// A checkpoint for fetching the fixed range `[from_ms, until_ms)` (a backfill): every
+    /// feed at `from_ms`, one window ending at `until_ms - 1` (inclusive); the range is done
+    /// when that window is.
+    pub fn for_range(from_ms: i64, until_ms: i64, feeds: &[&str]) -> Self {
+        let mut checkpoint = FeedsCheckpoint::starting_at(from_ms, feeds);
+        checkpoint.window = Some(Window {
+            before: until_ms.saturating_sub(1).max(from_ms),
+            done: BTreeSet::new(),
+        });
+        checkpoint
+    }
+
     /// The window in progress, or a new one ending at `now_ms - lag_ms` (never before
     /// `covered`).
     pub fn window(&self, now_ms: i64, lag_ms: i64) -> Window {

@@ -71,9 +71,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, TimeZone as _, Utc};
 use serde_json::{json, Value};
 
-use crate::feed::{FeedPage, FeedsCheckpoint, Item, Position};
+use crate::feed::{FeedPage, FeedsCheckpoint, Item, Position, Window};
 use crate::http::{self, Credentials};
-use crate::{Checkpoint, Connector, ConnectorError, PollContext, PollOutcome};
+use crate::{Capabilities, Checkpoint, Connector, ConnectorError, PollContext, PollOutcome};
 use tidemark_model::{Activity, EventCategory, EventSubtype, EventType};
 
 /// Service name.
@@ -360,6 +360,13 @@ impl Connector for JiveConnector {
         DEFAULT_POLL_INTERVAL
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            time_range: true,
+            ..Capabilities::default()
+        }
+    }
+
     fn monitored_resource_kind(&self) -> (Option<&'static str>, Option<&'static str>) {
         (Some("storage"), Some("folder"))
     }
@@ -375,21 +382,53 @@ impl Connector for JiveConnector {
         FeedsCheckpoint::watermark_of(checkpoint)
     }
 
+    async fn fetch_range(
+        &self,
+        context: &PollContext,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<PollOutcome, ConnectorError> {
+        let state = match checkpoint {
+            Some(checkpoint) => FeedsCheckpoint::parse(SERVICE, checkpoint, &Feed::NAMES)?,
+            None => FeedsCheckpoint::for_range(
+                from.timestamp_millis(),
+                until.timestamp_millis(),
+                &Feed::NAMES,
+            ),
+        };
+        let window = state.window.clone().ok_or_else(|| {
+            ConnectorError::CorruptCheckpoint("a finished range was fetched again".to_owned())
+        })?;
+        self.step(context.account.id, state, window).await
+    }
+
     async fn poll(
         &self,
         context: &PollContext,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<PollOutcome, ConnectorError> {
-        let mut state = match checkpoint {
+        let state = match checkpoint {
             Some(checkpoint) => FeedsCheckpoint::parse(SERVICE, checkpoint, &Feed::NAMES)?,
             None => FeedsCheckpoint::starting_at(
                 context.subscription.created.timestamp_millis(),
                 &Feed::NAMES,
             ),
         };
-        let account = context.account.id;
         let lag = i64::try_from(self.config.safety_lag.as_millis()).unwrap_or(i64::MAX);
         let window = state.window(Utc::now().timestamp_millis(), lag);
+        self.step(context.account.id, state, window).await
+    }
+}
+
+impl JiveConnector {
+    /// One page of both feeds within `window`, merged, and the checkpoint after it.
+    async fn step(
+        &self,
+        account: i64,
+        mut state: FeedsCheckpoint,
+        window: Window,
+    ) -> Result<PollOutcome, ConnectorError> {
         let fetch = |feed: Feed, name: &str| {
             let done = window.done.contains(name);
             let position = state.position(name);

@@ -234,6 +234,23 @@ pub trait Connector: Send + Sync {
         checkpoint: Option<&Checkpoint>,
     ) -> Result<PollOutcome, ConnectorError>;
 
+    /// Fetches upstream history in `[from, until)` (backfill), a page at a time like
+    /// [`Connector::poll`]: `checkpoint` is this range's position (`None`: its start); the
+    /// outcome's `more: false` means the whole range has been fetched. Activity ids are the
+    /// same as live polling gives, so history already in the stream is absorbed.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Unsupported`] unless [`Capabilities::time_range`].
+    async fn fetch_range(
+        &self,
+        _context: &PollContext,
+        _from: chrono::DateTime<chrono::Utc>,
+        _until: chrono::DateTime<chrono::Utc>,
+        _checkpoint: Option<&Checkpoint>,
+    ) -> Result<PollOutcome, ConnectorError> {
+        Err(ConnectorError::Unsupported("backfill"))
+    }
+
     /// The subscription's watermark once `checkpoint` is committed: the upstream time before
     /// which every activity has been emitted (the connector's declared upstream lag already
     /// taken off). `None`: this connector cannot say.

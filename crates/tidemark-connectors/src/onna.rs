@@ -81,9 +81,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde_json::{json, Value};
 
-use crate::feed::{FeedPage, FeedsCheckpoint, Item, Position};
+use crate::feed::{FeedPage, FeedsCheckpoint, Item, Position, Window};
 use crate::http::{self, Credentials};
-use crate::{Checkpoint, Connector, ConnectorError, PollContext, PollOutcome};
+use crate::{Capabilities, Checkpoint, Connector, ConnectorError, PollContext, PollOutcome};
 use tidemark_model::{Activity, EventCategory, EventSubtype, EventType};
 
 /// Service name.
@@ -374,6 +374,13 @@ impl Connector for OnnaConnector {
         DEFAULT_POLL_INTERVAL
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            time_range: true,
+            ..Capabilities::default()
+        }
+    }
+
     async fn validate(&self) -> Result<(), ConnectorError> {
         let now = Utc::now().timestamp_millis();
         self.audit_log(0, now, now, 1).await.map(|_| ())
@@ -383,12 +390,33 @@ impl Connector for OnnaConnector {
         FeedsCheckpoint::watermark_of(checkpoint)
     }
 
+    async fn fetch_range(
+        &self,
+        context: &PollContext,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<PollOutcome, ConnectorError> {
+        let state = match checkpoint {
+            Some(checkpoint) => FeedsCheckpoint::parse(SERVICE, checkpoint, &FEEDS)?,
+            None => FeedsCheckpoint::for_range(
+                from.timestamp_millis(),
+                until.timestamp_millis(),
+                &FEEDS,
+            ),
+        };
+        let window = state.window.clone().ok_or_else(|| {
+            ConnectorError::CorruptCheckpoint("a finished range was fetched again".to_owned())
+        })?;
+        self.step(context.account.id, state, window).await
+    }
+
     async fn poll(
         &self,
         context: &PollContext,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<PollOutcome, ConnectorError> {
-        let mut state = match checkpoint {
+        let state = match checkpoint {
             Some(checkpoint) => FeedsCheckpoint::parse(SERVICE, checkpoint, &FEEDS)?,
             // From the start of the subscription's second: the activity log only knows
             // whole seconds, and a record of that second may come after tracking began.
@@ -401,9 +429,20 @@ impl Connector for OnnaConnector {
                 &FEEDS,
             ),
         };
-        let account = context.account.id;
         let lag = i64::try_from(self.config.safety_lag.as_millis()).unwrap_or(i64::MAX);
         let window = state.window(Utc::now().timestamp_millis(), lag);
+        self.step(context.account.id, state, window).await
+    }
+}
+
+impl OnnaConnector {
+    /// One page of both logs within `window`, merged, and the checkpoint after it.
+    async fn step(
+        &self,
+        account: i64,
+        mut state: FeedsCheckpoint,
+        window: Window,
+    ) -> Result<PollOutcome, ConnectorError> {
         let activity_position = state.position(FEEDS[0]);
         let audit_position = state.position(FEEDS[1]);
         let activity = async {

@@ -25,7 +25,9 @@ use tidemark_connectors::{
     Checkpoint, Connector, ConnectorError, PollContext, PollOutcome, PollTrigger, WatchGuard,
 };
 use tidemark_model::{SubscriptionId, SubscriptionType};
-use tidemark_store::{CommitBatch, EncodedActivity, Lease, PollResult, Store, StoreError};
+use tidemark_store::{
+    BackfillClaim, BackfillStep, CommitBatch, EncodedActivity, Lease, PollResult, Store, StoreError,
+};
 use tokio::sync::{broadcast, Notify, Semaphore};
 use tracing::Instrument as _;
 
@@ -90,6 +92,9 @@ pub type ConnectorSource = Arc<
     dyn Fn(&str, &serde_json::Value) -> Result<Arc<dyn Connector>, ConnectorError> + Send + Sync,
 >;
 
+/// Backfill jobs one node runs at once (they share the upstream with live polling).
+const MAX_CONCURRENT_BACKFILLS: usize = 2;
+
 /// Pages fetched ahead of the commit in progress.
 const PIPELINE_DEPTH: usize = 2;
 
@@ -141,6 +146,8 @@ pub struct Engine {
     watches: Mutex<HashMap<SubscriptionId, WatchGuard>>,
     permits: Arc<Semaphore>,
     committed: broadcast::Sender<Committed>,
+    /// Backfill jobs running on this node.
+    backfills: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -174,6 +181,7 @@ impl Engine {
             pending_wakes: Mutex::new(HashSet::new()),
             watches: Mutex::new(HashMap::new()),
             committed,
+            backfills: Arc::new(Semaphore::new(MAX_CONCURRENT_BACKFILLS)),
         })
     }
 
@@ -202,6 +210,7 @@ impl Engine {
         loop {
             self.flush_wakes().await;
             self.schedule_due().await;
+            self.start_backfills().await;
             let now = tokio::time::Instant::now();
             if now >= next_retention {
                 next_retention = now + self.config.retention_interval;
@@ -312,6 +321,159 @@ impl Engine {
                 .instrument(span),
             );
         }
+    }
+
+    /// Claims backfill jobs while this node has room for them, and runs each in a task.
+    async fn start_backfills(self: &Arc<Self>) {
+        while let Ok(permit) = Arc::clone(&self.backfills).try_acquire_owned() {
+            let claim = match self
+                .store
+                .claim_backfill(Utc::now(), self.config.lease_ttl)
+                .await
+            {
+                Ok(Some(claim)) => claim,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "could not claim backfill jobs");
+                    return;
+                }
+            };
+            let engine = Arc::clone(self);
+            let span = tracing::info_span!(
+                "backfill",
+                job = claim.job.id,
+                subscription_id = claim.job.subscription_id
+            );
+            tokio::spawn(
+                async move {
+                    engine.run_backfill(claim).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Fetches a backfill job's range page by page, each page committed with the job's
+    /// position; a transient failure releases the claim to retry later, a permanent one
+    /// fails the job.
+    async fn run_backfill(&self, claim: BackfillClaim) {
+        let job = claim.job;
+        let token = claim.claim_token;
+        let release = |error: String, retry_at: Option<chrono::DateTime<Utc>>| async move {
+            if retry_at.is_none() {
+                tracing::warn!(%error, "backfill failed");
+            } else {
+                tracing::info!(%error, "backfill will retry");
+            }
+            if let Err(store_error) = self
+                .store
+                .release_backfill(job.id, token, &error, retry_at)
+                .await
+            {
+                tracing::warn!(%store_error, "could not release the backfill claim; it will lapse");
+            }
+        };
+        let context = match self.backfill_context(job.subscription_id).await {
+            Ok(context) => context,
+            Err(error) => return release(error.to_string(), None).await,
+        };
+        let connector = match (self.connectors)(&context.account.service, &context.account.config) {
+            Ok(connector) if connector.capabilities().time_range => connector,
+            Ok(connector) => {
+                return release(
+                    format!(
+                        "the `{}` connector cannot fetch history by time range",
+                        connector.service()
+                    ),
+                    None,
+                )
+                .await
+            }
+            Err(error) => return release(error.to_string(), None).await,
+        };
+        let mut checkpoint = job.checkpoint.clone().map(Checkpoint);
+        let limit = self.config.lease_ttl / 2;
+        loop {
+            let fetched = tokio::time::timeout(
+                limit,
+                connector.fetch_range(&context, job.from, job.until, checkpoint.as_ref()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConnectorError::Transient(format!(
+                    "fetch took longer than {}s",
+                    limit.as_secs()
+                )))
+            });
+            let outcome = match fetched {
+                Ok(outcome) => outcome,
+                Err(error) if error.is_retriable() => {
+                    let delay = match &error {
+                        ConnectorError::RateLimited {
+                            retry_after: Some(retry_after),
+                        } => *retry_after,
+                        _ => self.config.backoff.delay(0),
+                    };
+                    return release(error.to_string(), Some(Utc::now() + chrono_duration(delay)))
+                        .await;
+                }
+                Err(error) => return release(error.to_string(), None).await,
+            };
+            let done = !outcome.more;
+            let activities = match EncodedActivity::encode_all(&outcome.activities) {
+                Ok(activities) => activities,
+                Err(error) => return release(error.to_string(), None).await,
+            };
+            let step = BackfillStep {
+                job_id: job.id,
+                claim_token: token,
+                activities,
+                checkpoint: outcome.checkpoint.0.clone(),
+                done,
+            };
+            match self
+                .store
+                .commit_backfill(step, self.config.lease_ttl)
+                .await
+            {
+                Ok(committed) => {
+                    metrics::committed(
+                        &context.account.service,
+                        committed.appended,
+                        committed.duplicates,
+                    );
+                    if committed.appended > 0 {
+                        let _ = self.committed.send(Committed {
+                            subscription_id: job.subscription_id,
+                            last_sequence: committed.last_sequence,
+                            appended: committed.appended,
+                        });
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "backfill step not committed; the job resumes from its last position");
+                    return;
+                }
+            }
+            if done {
+                tracing::info!("backfill done");
+                return;
+            }
+            checkpoint = Some(outcome.checkpoint);
+        }
+    }
+
+    async fn backfill_context(
+        &self,
+        subscription_id: SubscriptionId,
+    ) -> Result<PollContext, StoreError> {
+        let subscription = self.store.get_subscription(subscription_id).await?;
+        let account = self.store.get_account(subscription.account).await?;
+        Ok(PollContext {
+            account,
+            subscription,
+        })
     }
 
     /// Polls one leased subscription until it has nothing more (or its page budget is spent),

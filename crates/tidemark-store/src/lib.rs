@@ -311,6 +311,96 @@ pub struct RangePage {
     pub watermark: Option<DateTime<Utc>>,
 }
 
+/// Where a backfill job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackfillState {
+    /// Created, not started.
+    Pending,
+    /// Being fetched (or waiting to retry after a transient upstream failure).
+    Running,
+    /// The whole range is in the stream.
+    Done,
+    /// Stopped for good; `error` says why.
+    Failed,
+}
+
+impl BackfillState {
+    /// The wire (and stored) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackfillState::Pending => "pending",
+            BackfillState::Running => "running",
+            BackfillState::Done => "done",
+            BackfillState::Failed => "failed",
+        }
+    }
+
+    /// Reads a stored name.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a name this build does not know.
+    pub fn parse(text: &str) -> StoreResult<Self> {
+        Ok(match text {
+            "pending" => BackfillState::Pending,
+            "running" => BackfillState::Running,
+            "done" => BackfillState::Done,
+            "failed" => BackfillState::Failed,
+            other => return Err(StoreError::Corrupt(format!("backfill state {other:?}"))),
+        })
+    }
+}
+
+/// A job fetching `[from, until)` of upstream history into a subscription's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillJob {
+    /// Numeric id.
+    pub id: i64,
+    /// The subscription whose stream it fills.
+    pub subscription_id: SubscriptionId,
+    /// Start of the range (inclusive).
+    pub from: DateTime<Utc>,
+    /// End of the range (exclusive).
+    pub until: DateTime<Utc>,
+    /// Where it is.
+    pub state: BackfillState,
+    /// The connector's position in the range, committed with the activity it produced.
+    pub checkpoint: Option<String>,
+    /// Activities fetched from the upstream so far.
+    pub fetched: u64,
+    /// Of those, how many were new to the stream (the rest were already there).
+    pub appended: u64,
+    /// The last failure, if any.
+    pub error: Option<String>,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When it last changed.
+    pub modified: DateTime<Utc>,
+}
+
+/// A claimed backfill job: only the holder of `claim_token` may commit for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillClaim {
+    /// The job, as claimed.
+    pub job: BackfillJob,
+    /// The fencing token of this claim.
+    pub claim_token: i64,
+}
+
+/// One step of a backfill: activity plus the job's new position, committed together.
+#[derive(Debug, Clone)]
+pub struct BackfillStep {
+    /// The job and claim committing.
+    pub job_id: i64,
+    /// The claim's token (a stale claim's step is refused and changes nothing).
+    pub claim_token: i64,
+    /// The activity fetched (its `checkpoint`, `lease` and `watermark` are ignored).
+    pub activities: Vec<EncodedActivity>,
+    /// The job's new position.
+    pub checkpoint: String,
+    /// The whole range has been fetched.
+    pub done: bool,
+}
+
 /// A JSON webhook endpoint of an application.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookEndpoint {
@@ -605,6 +695,52 @@ pub trait Store: Send + Sync + 'static {
             out,
         })
     }
+    /// Creates a pending backfill job for `[from, until)` of a subscription's upstream.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown subscription.
+    async fn create_backfill(
+        &self,
+        subscription_id: SubscriptionId,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<BackfillJob>;
+
+    /// One backfill job.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`].
+    async fn get_backfill(&self, id: i64) -> StoreResult<BackfillJob>;
+
+    /// Claims the oldest job that is pending, or running with a lapsed claim and due to
+    /// retry, until `now + ttl`.
+    async fn claim_backfill(
+        &self,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<BackfillClaim>>;
+
+    /// Commits one step: the activity into the stream (de-duplicated by id) and the job's
+    /// position and counters, in one transaction; extends the claim by `ttl`.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] if the claim is no longer current (nothing is written).
+    async fn commit_backfill(
+        &self,
+        step: BackfillStep,
+        ttl: std::time::Duration,
+    ) -> StoreResult<CommitOutcome>;
+
+    /// Ends a claim without finishing: a transient failure (retry at `retry_at`) or, with
+    /// `failed`, for good. Nothing happens if the claim is no longer current.
+    async fn release_backfill(
+        &self,
+        job_id: i64,
+        claim_token: i64,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()>;
+
     /// Up to `limit` activities whose timestamp is in `range`, after `after`, in (timestamp,
     /// sequence) order, appended to `out` as JSON like [`Store::read_page_json`]. Activity
     /// without a timestamp is in no range. Activity committed later with a timestamp before

@@ -51,6 +51,7 @@ macro_rules! store_test_suite {
             test_webhook_claims_respect_the_per_endpoint_limit,
             test_oldest_api_key_signs,
             test_time_ranges_read_in_timestamp_order_and_resume_after_a_position,
+            test_backfill_jobs_are_claimed_once_and_commit_with_their_position,
         );
     };
     (@tests $factory:ident; $($name:ident,)*) => {
@@ -1391,6 +1392,136 @@ pub async fn test_time_ranges_read_in_timestamp_order_and_resume_after_a_positio
         store
             .read_range_json(999_999, range, None, 10, Vec::new())
             .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Backfill jobs: one claimant at a time (fenced), each step commits activity (de-duplicated)
+/// with the job's position, a stale claim changes nothing, and jobs end done or failed.
+pub async fn test_backfill_jobs_are_claimed_once_and_commit_with_their_position<S: Store>(
+    store: Arc<S>,
+) {
+    use crate::{BackfillState, BackfillStep};
+    let subscription = setup(&*store).await;
+    let now = Utc::now();
+    let job = store
+        .create_backfill(subscription.id, now - chrono::Duration::days(2), now)
+        .await
+        .expect("create");
+    assert_eq!(job.state, BackfillState::Pending);
+    assert!(store.create_backfill(999_999, now, now).await.is_err());
+    let ttl = Duration::from_secs(30);
+    let claim = store
+        .claim_backfill(now, ttl)
+        .await
+        .expect("claim")
+        .expect("a job");
+    assert_eq!(claim.job.id, job.id);
+    assert!(
+        store
+            .claim_backfill(now, ttl)
+            .await
+            .expect("claim")
+            .is_none(),
+        "claimed once"
+    );
+    let encoded = |ids: &[&str]| -> Vec<crate::EncodedActivity> {
+        ids.iter()
+            .map(|id| crate::EncodedActivity::encode(&sample_activity(subscription.account, id)))
+            .collect::<Result<_, _>>()
+            .expect("encodes")
+    };
+    // The live stream already has "b": the backfill's "b" is absorbed.
+    store
+        .commit(batch(&subscription, &["b"], None))
+        .await
+        .expect("live");
+    let step = |ids: &[&str], checkpoint: &str, done: bool, token: i64| BackfillStep {
+        job_id: job.id,
+        claim_token: token,
+        activities: encoded(ids),
+        checkpoint: checkpoint.to_owned(),
+        done,
+    };
+    let outcome = store
+        .commit_backfill(step(&["a", "b"], "p1", false, claim.claim_token), ttl)
+        .await
+        .expect("step");
+    assert_eq!((outcome.appended, outcome.duplicates), (1, 1));
+    let progress = store.get_backfill(job.id).await.expect("get");
+    assert_eq!(progress.checkpoint.as_deref(), Some("p1"));
+    assert_eq!((progress.fetched, progress.appended), (2, 1));
+    // A claim taken over after expiry fences the old one out.
+    let later = now + chrono::Duration::seconds(31);
+    let second = store
+        .claim_backfill(later, ttl)
+        .await
+        .expect("claim")
+        .expect("lapsed");
+    assert_eq!(
+        second.job.checkpoint.as_deref(),
+        Some("p1"),
+        "resumes from its position"
+    );
+    let stale = store
+        .commit_backfill(step(&["c"], "p2", true, claim.claim_token), ttl)
+        .await;
+    assert!(matches!(stale, Err(StoreError::LeaseLost(_))), "{stale:?}");
+    assert_eq!(
+        read_all_ids(&*store, &subscription).await.len(),
+        2,
+        "nothing written"
+    );
+    store
+        .commit_backfill(step(&["c"], "p2", true, second.claim_token), ttl)
+        .await
+        .expect("last step");
+    let done = store.get_backfill(job.id).await.expect("get");
+    assert_eq!(done.state, BackfillState::Done);
+    assert_eq!((done.fetched, done.appended), (3, 2));
+    assert!(store
+        .claim_backfill(later, ttl)
+        .await
+        .expect("claim")
+        .is_none());
+
+    // A transient failure waits for its retry time; a permanent one ends the job.
+    let other = store
+        .create_backfill(subscription.id, now - chrono::Duration::days(1), now)
+        .await
+        .expect("create");
+    let claim = store
+        .claim_backfill(later, ttl)
+        .await
+        .expect("claim")
+        .expect("job");
+    let retry_at = later + chrono::Duration::seconds(10);
+    store
+        .release_backfill(other.id, claim.claim_token, "upstream 503", Some(retry_at))
+        .await
+        .expect("release");
+    assert!(
+        store
+            .claim_backfill(later, ttl)
+            .await
+            .expect("claim")
+            .is_none(),
+        "not before retry"
+    );
+    let claim = store
+        .claim_backfill(retry_at, ttl)
+        .await
+        .expect("claim")
+        .expect("due");
+    store
+        .release_backfill(other.id, claim.claim_token, "not supported", None)
+        .await
+        .expect("fail");
+    let failed = store.get_backfill(other.id).await.expect("get");
+    assert_eq!(failed.state, BackfillState::Failed);
+    assert_eq!(failed.error.as_deref(), Some("not supported"));
+    assert!(matches!(
+        store.get_backfill(999_999).await,
         Err(StoreError::NotFound(_))
     ));
 }

@@ -418,3 +418,92 @@ async fn test_late_activity_never_lands_below_a_published_watermark() {
     // The control: without the lag declared, late items do land below the watermark.
     assert!(landed_below_watermark(Duration::from_millis(1_500), 0).await > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_backfill_brings_history_once_alongside_live_polling_and_overlapping_jobs() {
+    use tidemark_store::BackfillState;
+    let sim = JiveSimulator::start().await.expect("simulator");
+    let (_dir, store) = upstream::store();
+    let subscription = upstream::subscribe(&store, "jive", config(&sim, 3)).await;
+    let created = subscription.created;
+    // History from before tracking began: live polling never reports it.
+    let mut history = Vec::new();
+    for hour in 1..=6_i64 {
+        let at = ms(created, -hour * 3_600_000);
+        history.push(sim.create_content(ContentSpec::new(format!("old {hour}"), at)));
+    }
+    let gone = sim.create_content(ContentSpec::new(
+        "deleted long ago",
+        ms(created, -7 * 3_600_000),
+    ));
+    sim.delete_content(&gone, ms(created, -3 * 3_600_000 + 5))
+        .expect("delete");
+    let node = Node::start(&store, test_config("n1"));
+    sim.create_content(ContentSpec::new("live", ms(Utc::now(), 0)));
+    wait_for(&store, &subscription, 1).await;
+
+    // Two overlapping backfills: the last 4 hours, then the last 8.
+    let first = store
+        .create_backfill(subscription.id, ms(created, -4 * 3_600_000 - 1), created)
+        .await
+        .expect("job");
+    let second = store
+        .create_backfill(subscription.id, ms(created, -8 * 3_600_000), created)
+        .await
+        .expect("job");
+    wait_until("both backfills are done", || async {
+        let a = store.get_backfill(first.id).await.expect("job");
+        let b = store.get_backfill(second.id).await.expect("job");
+        a.state == BackfillState::Done && b.state == BackfillState::Done
+    })
+    .await;
+    let first = store.get_backfill(first.id).await.expect("job");
+    let second = store.get_backfill(second.id).await.expect("job");
+    assert_eq!(first.fetched, 5, "4 contents and 1 deletion: {first:?}");
+    // The second sees all 7 upstream changes of 8 hours; what the first (running beside it)
+    // had committed already is absorbed, so between them each change is appended once.
+    assert_eq!(second.fetched, 7, "{second:?}");
+    assert_eq!(first.appended + second.appended, 7, "{first:?} {second:?}");
+    // Live polling goes on beside them.
+    sim.create_content(ContentSpec::new("live again", ms(Utc::now(), 0)));
+    let all = wait_for(&store, &subscription, 9).await;
+    node.stop().await;
+    let mut ids: Vec<String> = all.iter().map(|a| a.id.clone()).collect();
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "no activity twice");
+    assert_eq!(count, 9, "2 live + 6 history contents + 1 history deletion");
+    let names: Vec<String> = all
+        .iter()
+        .filter_map(|a| a.target.as_ref()?["name"].as_str().map(str::to_owned))
+        .collect();
+    for index in 1..=6 {
+        assert!(names.contains(&format!("old {index}")), "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_backfill_of_a_connector_without_history_fails_with_a_reason() {
+    use tidemark_store::BackfillState;
+    let (_dir, store) = upstream::store();
+    let dir = tempfile::tempdir().expect("dir");
+    let subscription = upstream::subscribe(
+        &store,
+        "local",
+        json!({"path": dir.path().to_string_lossy(), "rescan_interval_seconds": 3600}),
+    )
+    .await;
+    let job = store
+        .create_backfill(subscription.id, ms(Utc::now(), -60_000), Utc::now())
+        .await
+        .expect("job");
+    let node = Node::start(&store, test_config("n1"));
+    wait_until("the job fails", || async {
+        store.get_backfill(job.id).await.expect("job").state == BackfillState::Failed
+    })
+    .await;
+    node.stop().await;
+    let failed = store.get_backfill(job.id).await.expect("job");
+    assert!(failed.error.unwrap_or_default().contains("time range"));
+}

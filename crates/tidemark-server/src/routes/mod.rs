@@ -11,6 +11,7 @@ use crate::AppState;
 mod accounts;
 mod activity;
 pub mod application;
+mod backfill;
 mod events;
 mod operational;
 mod subscriptions;
@@ -28,6 +29,8 @@ pub fn account_routes() -> OpenApiRouter<AppState> {
             subscriptions::delete
         ))
         .routes(routes!(activity::list))
+        .routes(routes!(backfill::create))
+        .routes(routes!(backfill::get))
 }
 
 /// The v1 event stream (under `/v1` only).

@@ -25,6 +25,14 @@ fn expected_routes() -> Vec<(&'static str, String)> {
                 "get",
                 "/accounts/{account}/subscriptions/{subscription}/activity",
             ),
+            (
+                "post",
+                "/accounts/{account}/subscriptions/{subscription}/backfill",
+            ),
+            (
+                "get",
+                "/accounts/{account}/subscriptions/{subscription}/backfill/{job}",
+            ),
         ] {
             routes.push((method, format!("{version}{path}")));
         }

@@ -157,3 +157,102 @@ async fn test_fixing_rejected_credentials_by_patch_re_enables_the_subscription()
     assert_eq!(deactivated["active"], false);
     assert_eq!(deactivated["disable_reason"], "deactivated_by_user");
 }
+
+#[tokio::test]
+async fn test_backfill_jobs_are_created_read_and_refused_where_unsupported() {
+    let server = TestServer::start().await;
+    let jive = JiveSimulator::start().await.expect("jive");
+    let config = json!({"base_url": jive.base_url(), "credentials": {"token": "sim-token"}});
+    let (_, account) = connect(&server, "jive", config).await;
+    let id = account["id"].as_i64().expect("id");
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/v2/accounts/{id}/subscriptions"),
+            &server.key(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = format!("/v2/accounts/{id}/subscriptions/default/backfill");
+    let body = json!({"from": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00+01:00"});
+    let (status, job) = server
+        .call(Method::POST, &path, &server.key(), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["type"], "backfill");
+    assert_eq!(job["state"], "pending");
+    assert_eq!(job["until"], "2026-11-01T23:00:00.000000Z");
+    let job_id = job["id"].as_i64().expect("job id");
+    let (status, read) = server.get(&format!("{path}/{job_id}"), &server.key()).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["id"], job_id);
+    assert_eq!(read["fetched"], 0);
+    let (status, _) = server
+        .get(
+            &format!("/v1/accounts/{id}/subscriptions/default/backfill/{job_id}/"),
+            &server.key(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "v1 prefix, trailing slash");
+
+    for (bad, says) in [
+        (
+            json!({"from": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"}),
+            "before",
+        ),
+        (
+            json!({"from": "2026-11-01T00:00:00Z", "until": "2026-11-01T00:00:00Z"}),
+            "before",
+        ),
+        (
+            json!({"from": "yesterday", "until": "2026-11-01T00:00:00Z"}),
+            "ISO 8601",
+        ),
+        (json!({"from": "2026-11-01T00:00:00Z"}), "until"),
+        (
+            json!({"from": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z", "speed": 1}),
+            "speed",
+        ),
+    ] {
+        let (status, body) = server
+            .call(Method::POST, &path, &server.key(), Some(bad.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["message"].as_str().unwrap_or_default().contains(says),
+            "{bad}: {body}"
+        );
+    }
+    for missing in ["999999", "abc"] {
+        let (status, body) = server
+            .get(&format!("{path}/{missing}"), &server.key())
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    // Another tenant sees neither the route's subscription nor the job.
+    let (_, other) = server.new_tenant("other").await;
+    let (status, _) = server.get(&format!("{path}/{job_id}"), &other).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let body = json!({"from": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z"});
+    let (status, _) = server
+        .call(Method::POST, &path, &other, Some(body.clone()))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A `local` account cannot fetch history by time range.
+    let (local, subscription) = server.account_with_subscription(&server.key()).await;
+    let (status, refused) = server
+        .call(
+            Method::POST,
+            &format!(
+                "/v2/accounts/{}/subscriptions/{subscription}/backfill",
+                local.id
+            ),
+            &server.key(),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error_code"], "not_supported");
+}

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_webhooks.sql"),
     include_str!("../../migrations/sqlite/0004_webhook_targets.sql"),
     include_str!("../../migrations/sqlite/0005_activity_by_time.sql"),
+    include_str!("../../migrations/sqlite/0006_backfill.sql"),
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -23,10 +23,11 @@ use tidemark_model::{
 };
 
 use crate::{
-    AccountPatch, ActivityPage, ApiKey, AttemptQuery, CommitBatch, CommitOutcome, DueNotification,
-    JsonPage, Lease, NewAccount, NewSubscription, NewWebhookEndpoint, NotificationOutcome,
-    PollResult, PollState, RangePage, RangePosition, SecretDigest, Store, StoreError, StoreResult,
-    StoredActivity, TimeRange, WebhookAttempt, WebhookEndpoint, WebhookPatch,
+    AccountPatch, ActivityPage, ApiKey, AttemptQuery, BackfillClaim, BackfillJob, BackfillState,
+    BackfillStep, CommitBatch, CommitOutcome, DueNotification, JsonPage, Lease, NewAccount,
+    NewSubscription, NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, RangePage,
+    RangePosition, SecretDigest, Store, StoreError, StoreResult, StoredActivity, TimeRange,
+    WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
 
 mod migrations;
@@ -240,6 +241,122 @@ fn cached_row<T, P: rusqlite::Params>(
 /// Runs `work` between `begin` and `COMMIT` (`ROLLBACK` if it fails), with the transaction
 /// statements taken from the statement cache: parsing `BEGIN` and `COMMIT` anew for every
 /// transaction (as `rusqlite::Transaction` does) was a sixth of the write path in profiles.
+fn get_backfill_tx(conn: &Connection, id: i64) -> StoreResult<BackfillJob> {
+    let row = cached_row(
+        conn,
+        "SELECT id, subscription_id, from_at, until_at, state, checkpoint, fetched, appended, error, \
+         created, modified FROM backfill_jobs WHERE id = ?1",
+        [id],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, i64>(9)?,
+                r.get::<_, i64>(10)?,
+            ))
+        },
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("backfill job"))?;
+    Ok(BackfillJob {
+        id: row.0,
+        subscription_id: row.1,
+        from: from_micros(row.2)?,
+        until: from_micros(row.3)?,
+        state: BackfillState::parse(&row.4)?,
+        checkpoint: row.5,
+        fetched: row.6.unsigned_abs(),
+        appended: row.7.unsigned_abs(),
+        error: row.8,
+        created: from_micros(row.9)?,
+        modified: from_micros(row.10)?,
+    })
+}
+
+/// Appends a batch (see [`Store::commit`]) inside the caller's transaction.
+fn commit_tx(tx: &Connection, batch: CommitBatch) -> StoreResult<CommitOutcome> {
+    let subscription_id = batch.subscription_id;
+    let lease_token = batch.lease.as_ref().map(|lease| lease.token);
+    let CommitBatch {
+        activities: rows,
+        checkpoint,
+        watermark,
+        ..
+    } = batch;
+    let (mut last_sequence, last_committed_at, current_token): (i64, i64, i64) = cached_row(
+        tx,
+        "SELECT last_sequence, last_committed_at, lease_token FROM subscriptions WHERE id = ?1",
+        [subscription_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("subscription"))?;
+    if lease_token.is_some_and(|token| token != current_token) {
+        return Err(StoreError::LeaseLost(subscription_id));
+    }
+    // Commit times never run backwards within a subscription, even if the clock does:
+    // retention relies on it.
+    let committed_at = micros(Utc::now()).max(last_committed_at);
+    let mut outcome = CommitOutcome::default();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO activity (subscription_id, sequence, activity_id, occurred_at, \
+                 committed_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (subscription_id, activity_id) DO NOTHING",
+        )?;
+        for row in &rows {
+            let inserted = insert.execute(params![
+                subscription_id,
+                last_sequence + 1,
+                row.id,
+                row.timestamp_micros,
+                committed_at,
+                row.json
+            ])?;
+            if inserted == 1 {
+                last_sequence += 1;
+                outcome.appended += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+        }
+    }
+    tx.execute(
+        "UPDATE subscriptions SET last_sequence = ?2, last_committed_at = ?3, \
+             retained_count = retained_count + ?4 WHERE id = ?1",
+        params![
+            subscription_id,
+            last_sequence,
+            committed_at,
+            outcome.appended as i64
+        ],
+    )?;
+    if let Some(watermark) = watermark {
+        tx.prepare_cached(
+            "UPDATE subscriptions SET watermark = MAX(COALESCE(watermark, ?2), ?2) WHERE id = ?1",
+        )?
+        .execute(params![subscription_id, micros(watermark)])?;
+    }
+    if let Some(state) = checkpoint {
+        tx.execute(
+            "INSERT INTO checkpoints (subscription_id, state, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (subscription_id) DO UPDATE SET state = excluded.state, \
+                 updated_at = excluded.updated_at",
+            params![subscription_id, state, committed_at],
+        )?;
+    }
+    outcome.last_sequence = u64::try_from(last_sequence)
+        .map_err(|_| StoreError::Corrupt("negative sequence".into()))?;
+    Ok(outcome)
+}
+
 /// Delivers a write job's result once its transaction has committed (`None`) or failed to
 /// commit (the error).
 type WriteReply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -1175,76 +1292,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: CommitBatch) -> StoreResult<CommitOutcome> {
-        let subscription_id = batch.subscription_id;
-        let lease_token = batch.lease.as_ref().map(|lease| lease.token);
-        let CommitBatch {
-            activities: rows,
-            checkpoint,
-            watermark,
-            ..
-        } = batch;
-        self.write(move |tx| {
-            let (mut last_sequence, last_committed_at, current_token): (i64, i64, i64) = cached_row(tx,
-                    "SELECT last_sequence, last_committed_at, lease_token FROM subscriptions WHERE id = ?1",
-                    [subscription_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?
-                .ok_or(StoreError::NotFound("subscription"))?;
-            if lease_token.is_some_and(|token| token != current_token) {
-                return Err(StoreError::LeaseLost(subscription_id));
-            }
-            // Commit times never run backwards within a subscription, even if the clock does:
-            // retention relies on it.
-            let committed_at = micros(Utc::now()).max(last_committed_at);
-            let mut outcome = CommitOutcome::default();
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO activity (subscription_id, sequence, activity_id, occurred_at, \
-                     committed_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                     ON CONFLICT (subscription_id, activity_id) DO NOTHING",
-                )?;
-                for row in &rows {
-                    let inserted = insert.execute(params![
-                        subscription_id,
-                        last_sequence + 1,
-                        row.id,
-                        row.timestamp_micros,
-                        committed_at,
-                        row.json
-                    ])?;
-                    if inserted == 1 {
-                        last_sequence += 1;
-                        outcome.appended += 1;
-                    } else {
-                        outcome.duplicates += 1;
-                    }
-                }
-            }
-            tx.execute(
-                "UPDATE subscriptions SET last_sequence = ?2, last_committed_at = ?3, \
-                 retained_count = retained_count + ?4 WHERE id = ?1",
-                params![subscription_id, last_sequence, committed_at, outcome.appended as i64],
-            )?;
-            if let Some(watermark) = watermark {
-                tx.prepare_cached(
-                    "UPDATE subscriptions SET watermark = MAX(COALESCE(watermark, ?2), ?2) WHERE id = ?1",
-                )?
-                .execute(params![subscription_id, micros(watermark)])?;
-            }
-            if let Some(state) = checkpoint {
-                tx.execute(
-                    "INSERT INTO checkpoints (subscription_id, state, updated_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (subscription_id) DO UPDATE SET state = excluded.state, \
-                     updated_at = excluded.updated_at",
-                    params![subscription_id, state, committed_at],
-                )?;
-            }
-            outcome.last_sequence = u64::try_from(last_sequence)
-                .map_err(|_| StoreError::Corrupt("negative sequence".into()))?;
-            Ok(outcome)
-        })
-        .await
+        self.write(move |tx| commit_tx(tx, batch)).await
     }
 
     async fn read_page(
@@ -1272,6 +1320,137 @@ impl Store for SqliteStore {
                 },
             )?;
             Ok(ActivityPage { activities, total })
+        })
+        .await
+    }
+
+    async fn create_backfill(
+        &self,
+        subscription_id: SubscriptionId,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<BackfillJob> {
+        self.write(move |tx| {
+            get_subscription_tx(tx, subscription_id)?;
+            let now = micros(Utc::now());
+            tx.prepare_cached(
+                "INSERT INTO backfill_jobs (subscription_id, from_at, until_at, created, modified) \
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )?
+            .execute(params![subscription_id, micros(from), micros(until), now])?;
+            get_backfill_tx(tx, tx.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn get_backfill(&self, id: i64) -> StoreResult<BackfillJob> {
+        self.read(move |conn| get_backfill_tx(conn, id)).await
+    }
+
+    async fn claim_backfill(
+        &self,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> StoreResult<Option<BackfillClaim>> {
+        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self.write(move |tx| {
+            let id: Option<i64> = cached_row(
+                tx,
+                "SELECT id FROM backfill_jobs WHERE state IN ('pending', 'running') \
+                 AND retry_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1) \
+                 ORDER BY id LIMIT 1",
+                [micros(now)],
+                |r| r.get(0),
+            )
+            .optional()?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            let claim_token: i64 = tx
+                .prepare_cached(
+                    "UPDATE backfill_jobs SET state = 'running', claimed_until = ?2, \
+                     claim_token = claim_token + 1, modified = ?3 WHERE id = ?1 RETURNING claim_token",
+                )?
+                .query_row(params![id, micros(until), micros(now)], |r| r.get(0))?;
+            Ok(Some(BackfillClaim {
+                job: get_backfill_tx(tx, id)?,
+                claim_token,
+            }))
+        })
+        .await
+    }
+
+    async fn commit_backfill(
+        &self,
+        step: BackfillStep,
+        ttl: Duration,
+    ) -> StoreResult<CommitOutcome> {
+        self.write(move |tx| {
+            let job = get_backfill_tx(tx, step.job_id)?;
+            let token: i64 = cached_row(
+                tx,
+                "SELECT claim_token FROM backfill_jobs WHERE id = ?1",
+                [step.job_id],
+                |r| r.get(0),
+            )?;
+            if token != step.claim_token || job.state != BackfillState::Running {
+                return Err(StoreError::LeaseLost(job.subscription_id));
+            }
+            let fetched = step.activities.len() as i64;
+            let outcome = commit_tx(
+                tx,
+                CommitBatch {
+                    subscription_id: job.subscription_id,
+                    activities: step.activities,
+                    checkpoint: None,
+                    lease: None,
+                    watermark: None,
+                },
+            )?;
+            let now = Utc::now();
+            let claimed_until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+            tx.prepare_cached(
+                "UPDATE backfill_jobs SET checkpoint = ?2, fetched = fetched + ?3, appended = appended + ?4, \
+                 state = CASE WHEN ?5 THEN 'done' ELSE state END, \
+                 claimed_until = CASE WHEN ?5 THEN NULL ELSE ?6 END, error = NULL, modified = ?7 WHERE id = ?1",
+            )?
+            .execute(params![
+                step.job_id,
+                step.checkpoint,
+                fetched,
+                outcome.appended as i64,
+                step.done,
+                micros(claimed_until),
+                micros(now)
+            ])?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn release_backfill(
+        &self,
+        job_id: i64,
+        claim_token: i64,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        let error = error.to_owned();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE backfill_jobs SET claimed_until = NULL, error = ?3, \
+                 state = CASE WHEN ?4 IS NULL THEN 'failed' ELSE state END, \
+                 retry_at = COALESCE(?4, retry_at), modified = ?5 \
+                 WHERE id = ?1 AND claim_token = ?2 AND state = 'running'",
+            )?
+            .execute(params![
+                job_id,
+                claim_token,
+                error,
+                retry_at.map(micros),
+                micros(Utc::now())
+            ])?;
+            Ok(())
         })
         .await
     }
