@@ -69,6 +69,23 @@ async fn test_every_route_answers_404_to_other_tenants() {
                 ),
                 (
                     Method::GET,
+                    format!(
+                        "{v}/accounts/{a}/subscriptions/{s}/activity?from=2000-01-01T00:00:00Z"
+                    ),
+                    None,
+                ),
+                (
+                    Method::POST,
+                    format!("{v}/accounts/{a}/subscriptions/{s}/backfill"),
+                    Some(json!({"from": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"})),
+                ),
+                (
+                    Method::GET,
+                    format!("{v}/accounts/{a}/subscriptions/{s}/backfill/1"),
+                    None,
+                ),
+                (
+                    Method::GET,
                     format!("{v}/accounts/me/subscriptions/{s}"),
                     None,
                 ),
