@@ -180,6 +180,33 @@ impl FeedsCheckpoint {
         checkpoint
     }
 
+    /// The state and window of one step of fetching `[from, until)`: from the stored position
+    /// of that fetch, or from the range's start.
+    ///
+    /// # Errors
+    /// [`ConnectorError::CorruptCheckpoint`] for a checkpoint this build cannot read, or one of
+    /// a range already fetched to its end.
+    pub fn range_step(
+        service: &str,
+        checkpoint: Option<&Checkpoint>,
+        from: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+        feeds: &[&str],
+    ) -> Result<(Self, Window), ConnectorError> {
+        let state = match checkpoint {
+            Some(checkpoint) => FeedsCheckpoint::parse(service, checkpoint, feeds)?,
+            None => {
+                FeedsCheckpoint::for_range(from.timestamp_millis(), until.timestamp_millis(), feeds)
+            }
+        };
+        let window = state.window.clone().ok_or_else(|| {
+            ConnectorError::CorruptCheckpoint(format!(
+                "{service}: a range already fetched to its end was fetched again"
+            ))
+        })?;
+        Ok((state, window))
+    }
+
     /// The window in progress, or a new one ending at `now_ms - lag_ms` (never before
     /// `covered`).
     pub fn window(&self, now_ms: i64, lag_ms: i64) -> Window {

@@ -389,17 +389,8 @@ impl Connector for JiveConnector {
         until: DateTime<Utc>,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<PollOutcome, ConnectorError> {
-        let state = match checkpoint {
-            Some(checkpoint) => FeedsCheckpoint::parse(SERVICE, checkpoint, &Feed::NAMES)?,
-            None => FeedsCheckpoint::for_range(
-                from.timestamp_millis(),
-                until.timestamp_millis(),
-                &Feed::NAMES,
-            ),
-        };
-        let window = state.window.clone().ok_or_else(|| {
-            ConnectorError::CorruptCheckpoint("a finished range was fetched again".to_owned())
-        })?;
+        let (state, window) =
+            FeedsCheckpoint::range_step(SERVICE, checkpoint, from, until, &Feed::NAMES)?;
         self.step(context.account.id, state, window).await
     }
 
