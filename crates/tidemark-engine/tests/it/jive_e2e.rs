@@ -379,11 +379,13 @@ async fn landed_below_watermark(sim_lag: Duration, safety_lag: u64) -> usize {
             sim.create_content(ContentSpec::new(format!("late {count}"), ms(Utc::now(), 0)));
             count += 1;
         }
-        let sequence = store.latest_sequence(subscription.id).await.expect("seq");
+        // The watermark first, then the sequence: a commit landing in between pairs an older
+        // watermark with a newer sequence, which can only under-count.
         let page = store
             .read_range_json(subscription.id, everything, None, 0, Vec::new())
             .await
             .expect("watermark");
+        let sequence = store.latest_sequence(subscription.id).await.expect("seq");
         published.push((sequence, page.watermark));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
