@@ -28,10 +28,11 @@
 //! ```
 //!
 //! `covered`: both feeds are complete up to this time (the last finished window's `beforeDate`).
-//! `window`: the window being paged through, if any. Paging uses `startIndex` only inside a tie
-//! group (items with the position's timestamp), anchored on the last emitted item: when that item
-//! is no longer where it was (an earlier tie was modified or deleted meanwhile), the tie group is
-//! re-read from its start and de-duplicated by id, so a shifting list never skips an item.
+//! `window`: the window being paged through, if any. Each request starts at the position's
+//! timestamp and drops the ties already emitted there, so a list that shifted (an item
+//! modified, deleted, or indexed late meanwhile) never makes it skip one. Only a tie group
+//! larger than a page is entered with `startIndex` at the last emitted item, anchored: when that
+//! item is no longer where it was, the group is re-read from its start.
 //!
 //! A first poll (no checkpoint) starts at the subscription's `created` time: what changes after
 //! tracking began is reported, nothing before.
@@ -299,9 +300,16 @@ impl JiveConnector {
         position: &Position,
         before: i64,
     ) -> Result<FeedPage, ConnectorError> {
-        // Within the tie group at `position.ts`, start at the last emitted item (an anchor: if
-        // it is still there, nothing before it moved).
-        let hint = position.ids.len().saturating_sub(1);
+        // The query re-reads the tie group at `position.ts` from its start and drops what was
+        // emitted, which is safe whatever moved in the group meanwhile. Only a group larger
+        // than a page is entered at the last emitted item instead (an anchor: if it is still
+        // there, nothing before it moved; if not, the group is re-read from its start).
+        let page = usize::try_from(self.config.page_size).unwrap_or(usize::MAX);
+        let hint = if position.ids.len() > page {
+            position.ids.len() - 1
+        } else {
+            0
+        };
         let mut start = hint;
         let mut anchored = hint == 0;
         for _ in 0..MAX_TIE_PAGES {
