@@ -304,3 +304,37 @@ fn test_track_refuses_bad_flags_clearly() {
         assert!(stderr.contains(expected), "{extra:?}: {stderr}");
     }
 }
+
+#[test]
+fn test_bench_track_runs_small_and_reports_the_speedup() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = tidemark()
+        .args([
+            "bench",
+            "track",
+            "--activities",
+            "3000",
+            "--workers",
+            "1,4",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_str(last).expect("a JSON line last");
+    assert_eq!(report["bench"], "track");
+    assert_eq!(report["workers"], json!([1, 4]));
+    assert_eq!(report["speedup"]["1"], 1.0);
+    assert!(report["speedup"]["4"].as_f64() > Some(0.0), "{report}");
+    assert!(
+        report["activities_per_s"]["4"].as_f64() > Some(0.0),
+        "{report}"
+    );
+}
