@@ -117,7 +117,10 @@ pub async fn run(args: TrackArgs) -> anyhow::Result<()> {
             eprintln!("note: with --out -, a slice interrupted by a crash is written again after a restart");
         }
         tracker
-            .run(NdjsonWriter::new(std::io::stdout()))
+            .run(NdjsonWriter::new(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::io::stdout(),
+            )))
             .await
             .map(|(_, summary)| summary)
     } else {
