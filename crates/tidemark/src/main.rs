@@ -1,6 +1,7 @@
-//! The `tidemark` command: runs the service (`serve`), shows it working (`demo`), and measures
-//! it (`bench`). It wires the crates together and owns nothing else: configuration parsing,
-//! process lifecycle, and what is printed to a person.
+//! The `tidemark` command: runs the service (`serve`), shows it working (`demo`), follows a
+//! subscription by time range (`track`), and measures it (`bench`). It wires the crates
+//! together and owns nothing else: configuration parsing, process lifecycle, and what is
+//! printed to a person.
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +16,7 @@ mod db;
 mod demo;
 mod serve;
 mod simulate;
+mod track;
 
 /// Tidemark: self-hosted activity monitoring, wire-compatible with the Kloudless Activity API.
 #[derive(Debug, Parser)]
@@ -32,6 +34,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run one upstream simulator (jive, onna) on a loopback port.
     Simulate(simulate::SimulateArgs),
+    /// Follow a subscription's activity by time range with parallel workers (seed 000),
+    /// writing NDJSON; resumable from a state file.
+    Track(track::TrackArgs),
     /// Applications (tenants).
     #[command(subcommand)]
     App(serve::AppCommand),
@@ -59,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     // The demo and the benchmarks print their own output; only problems are logged.
     init_tracing(match cli.command {
         Command::Serve(_) | Command::App(_) => "info",
-        Command::Demo(_) | Command::Bench(_) | Command::Simulate(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) | Command::Simulate(_) | Command::Track(_) => "warn",
     });
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
@@ -67,5 +72,6 @@ async fn main() -> anyhow::Result<()> {
         Command::App(command) => serve::app(command).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Track(args) => track::run(args).await,
     }
 }

@@ -11,6 +11,7 @@ mod api;
 mod ingest;
 mod read;
 mod synthetic;
+mod track;
 mod webhooks;
 
 /// Benchmarks.
@@ -25,6 +26,9 @@ pub enum BenchCommand {
     Api(api::ApiArgs),
     /// Webhook deliveries per second, commit-to-receipt latency and coalescing.
     Webhooks(webhooks::WebhooksArgs),
+    /// The parallel time-range tracker over HTTP: activities per second with 1, 4 and 16
+    /// workers, and the speed-up over one worker.
+    Track(track::TrackArgs),
 }
 
 /// Where benchmark databases are written.
@@ -52,6 +56,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Read(args) => read::run(args).await,
         BenchCommand::Api(args) => api::run(args).await,
         BenchCommand::Webhooks(args) => webhooks::run(args).await,
+        BenchCommand::Track(args) => track::run(args).await,
     }
 }
 
