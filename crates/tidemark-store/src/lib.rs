@@ -571,6 +571,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates an application with default settings.
     async fn create_application(&self, name: &str) -> StoreResult<Application>;
+    /// Creates an application and its first API key in one transaction (a first application
+    /// is never left without a key).
+    async fn create_application_with_key(
+        &self,
+        name: &str,
+        digest: SecretDigest,
+        hint: &str,
+        signing_key: &str,
+    ) -> StoreResult<(Application, ApiKey)>;
     /// Every application, by id.
     async fn list_applications(&self) -> StoreResult<Vec<Application>>;
     /// One application.

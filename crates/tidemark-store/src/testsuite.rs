@@ -52,6 +52,7 @@ macro_rules! store_test_suite {
             test_oldest_api_key_signs,
             test_time_ranges_read_in_timestamp_order_and_resume_after_a_position,
             test_backfill_jobs_are_claimed_once_and_commit_with_their_position,
+            test_an_application_created_with_its_key_is_usable_at_once,
         );
     };
     (@tests $factory:ident; $($name:ident,)*) => {
@@ -1524,4 +1525,36 @@ pub async fn test_backfill_jobs_are_claimed_once_and_commit_with_their_position<
         store.get_backfill(999_999).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// An application created with its first key: one call, and the key finds it and signs for it.
+pub async fn test_an_application_created_with_its_key_is_usable_at_once<S: Store>(store: Arc<S>) {
+    let digest = [42u8; 32];
+    let (application, key) = store
+        .create_application_with_key("first", digest, "tmk_ab…", "tmk_secret")
+        .await
+        .expect("created");
+    assert_eq!(key.application_id, application.id);
+    let found = store
+        .find_api_key(digest)
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.application_id, application.id);
+    assert_eq!(
+        store
+            .signing_key(application.id)
+            .await
+            .expect("signing")
+            .as_deref(),
+        Some("tmk_secret")
+    );
+    assert_eq!(
+        store
+            .list_api_keys(application.id)
+            .await
+            .expect("keys")
+            .len(),
+        1
+    );
 }

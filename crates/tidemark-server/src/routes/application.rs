@@ -202,11 +202,10 @@ pub async fn bootstrap_application(
     name: &str,
     secret: Option<String>,
 ) -> Result<(i64, String), tidemark_store::StoreError> {
-    let application = store.create_application(name).await?;
     let secret = secret.unwrap_or_else(|| credentials::mint("tmk_"));
-    store
-        .create_api_key(
-            application.id,
+    let (application, _) = store
+        .create_application_with_key(
+            name,
             credentials::digest(&secret),
             &credentials::hint(&secret),
             &secret,

@@ -241,6 +241,35 @@ fn cached_row<T, P: rusqlite::Params>(
 /// Runs `work` between `begin` and `COMMIT` (`ROLLBACK` if it fails), with the transaction
 /// statements taken from the statement cache: parsing `BEGIN` and `COMMIT` anew for every
 /// transaction (as `rusqlite::Transaction` does) was a sixth of the write path in profiles.
+fn create_application_tx(tx: &Connection, name: &str) -> StoreResult<Application> {
+    tx.execute(
+        "INSERT INTO applications (name, created) VALUES (?1, ?2)",
+        params![name, micros(Utc::now())],
+    )?;
+    get_application_tx(tx, tx.last_insert_rowid())
+}
+
+fn create_api_key_tx(
+    tx: &Connection,
+    application_id: ApplicationId,
+    digest: &SecretDigest,
+    hint: &str,
+    signing_key: &str,
+) -> StoreResult<ApiKey> {
+    get_application_tx(tx, application_id)?;
+    let created = Utc::now();
+    tx.execute(
+        "INSERT INTO api_keys (application_id, digest, hint, created, signing_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![application_id, &digest[..], hint, micros(created), signing_key],
+    )?;
+    Ok(ApiKey {
+        id: tx.last_insert_rowid(),
+        application_id,
+        hint: hint.to_owned(),
+        created: from_micros(micros(created))?,
+    })
+}
+
 fn get_backfill_tx(conn: &Connection, id: i64) -> StoreResult<BackfillJob> {
     let row = cached_row(
         conn,
@@ -691,12 +720,21 @@ impl Store for SqliteStore {
 
     async fn create_application(&self, name: &str) -> StoreResult<Application> {
         let name = name.to_owned();
+        self.write(move |tx| create_application_tx(tx, &name)).await
+    }
+
+    async fn create_application_with_key(
+        &self,
+        name: &str,
+        digest: SecretDigest,
+        hint: &str,
+        signing_key: &str,
+    ) -> StoreResult<(Application, ApiKey)> {
+        let (name, hint, signing_key) = (name.to_owned(), hint.to_owned(), signing_key.to_owned());
         self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO applications (name, created) VALUES (?1, ?2)",
-                params![name, micros(Utc::now())],
-            )?;
-            get_application_tx(tx, tx.last_insert_rowid())
+            let application = create_application_tx(tx, &name)?;
+            let key = create_api_key_tx(tx, application.id, &digest, &hint, &signing_key)?;
+            Ok((application, key))
         })
         .await
     }
@@ -748,16 +786,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<ApiKey> {
         let hint = hint.to_owned();
         let signing_key = signing_key.to_owned();
-        self.write(move |tx| {
-            get_application_tx(tx, application_id)?;
-            let created = Utc::now();
-            tx.execute(
-                "INSERT INTO api_keys (application_id, digest, hint, created, signing_key) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![application_id, &digest[..], hint, micros(created), signing_key],
-            )?;
-            Ok(ApiKey { id: tx.last_insert_rowid(), application_id, hint, created: from_micros(micros(created))? })
-        })
-        .await
+        self.write(move |tx| create_api_key_tx(tx, application_id, &digest, &hint, &signing_key))
+            .await
     }
 
     async fn list_api_keys(&self, application_id: ApplicationId) -> StoreResult<Vec<ApiKey>> {
