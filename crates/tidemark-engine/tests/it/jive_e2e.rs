@@ -216,21 +216,9 @@ async fn test_rate_limit_is_honoured_and_server_errors_retry_from_the_same_posit
     let node = Node::start(&store, test_config("n1"));
     wait_for(&store, &subscription, 3).await;
     let requests = sim.requests();
-    let limited = requests
-        .iter()
-        .find(|request| request.status == 429)
-        .expect("a 429 was answered");
     // The poll's other request may have been in flight beside the 429; after that, nothing
     // until Retry-After has elapsed.
-    let sibling = limited.at + chrono::Duration::milliseconds(200);
-    let honoured = limited.at + chrono::Duration::milliseconds(1_950);
-    for request in &requests {
-        assert!(
-            request.at <= sibling || request.at >= honoured,
-            "a request {:?} after a 429 with Retry-After 2 s: {request:?}",
-            request.at - limited.at
-        );
-    }
+    let honoured = upstream::assert_retry_after_honoured(&requests);
     assert!(
         requests.iter().any(|request| request.at >= honoured),
         "polled again"
@@ -269,13 +257,7 @@ async fn test_rejected_credentials_disable_the_subscription_until_fixed() {
         ms(subscription.created, 5),
     ));
     let node = Node::start(&store, test_config("n1"));
-    wait_until("the subscription is disabled", || async {
-        let subscription = store.get_subscription(subscription.id).await.expect("sub");
-        !subscription.active
-    })
-    .await;
-    let disabled = store.get_subscription(subscription.id).await.expect("sub");
-    assert_eq!(disabled.disable_reason, "invalid_credentials");
+    upstream::wait_disabled_for_credentials(&store, &subscription).await;
     // Credentials fixed, subscription re-enabled: the activity of the meantime arrives.
     sim.restore_credentials();
     store

@@ -12,7 +12,7 @@ use tidemark_simulators::onna::{ActivityLogSpec, AuditLogSpec};
 use tidemark_simulators::{Fault, OnnaSimulator};
 use tidemark_store::Store;
 
-use crate::upstream::{self, assert_once_in_order, test_config, wait_for, wait_until, Node};
+use crate::upstream::{self, assert_once_in_order, test_config, wait_for, Node};
 
 fn config(sim: &OnnaSimulator, page_size: u64) -> Value {
     json!({
@@ -185,16 +185,7 @@ async fn test_faults_back_off_disable_or_retry_and_skip_nothing() {
     let node = Node::start(&store, test_config("n1"));
     wait_for(&store, &subscription, 4).await;
     let requests = sim.requests();
-    let limited = requests.iter().find(|r| r.status == 429).expect("a 429");
-    let sibling = limited.at + chrono::Duration::milliseconds(200);
-    let honoured = limited.at + chrono::Duration::milliseconds(1_950);
-    for request in &requests {
-        assert!(
-            request.at <= sibling || request.at >= honoured,
-            "a request {:?} after a 429 with Retry-After 2 s",
-            request.at - limited.at
-        );
-    }
+    upstream::assert_retry_after_honoured(&requests);
 
     // 5xx and unreadable answers: the poll fails, is retried, nothing is skipped.
     for fault in [
@@ -219,16 +210,7 @@ async fn test_faults_back_off_disable_or_retry_and_skip_nothing() {
     // Rejected credentials disable the subscription until fixed.
     sim.revoke_credentials();
     sim.add_audit(AuditLogSpec::new("add", "while revoked", Utc::now()));
-    wait_until("disabled", || async {
-        !store
-            .get_subscription(subscription.id)
-            .await
-            .expect("sub")
-            .active
-    })
-    .await;
-    let disabled = store.get_subscription(subscription.id).await.expect("sub");
-    assert_eq!(disabled.disable_reason, "invalid_credentials");
+    upstream::wait_disabled_for_credentials(&store, &subscription).await;
     sim.restore_credentials();
     store
         .set_subscription_active(subscription.id, true, "")

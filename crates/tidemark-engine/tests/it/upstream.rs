@@ -203,3 +203,39 @@ pub async fn kill_mid_poll_and_resume(
     assert_once_in_order(&all);
     all
 }
+
+/// Asserts that after the first 429 in `requests` (with `Retry-After: 2`) nothing was asked
+/// before the 2 s elapsed, but for the poll's other request in flight beside it. Returns when
+/// Retry-After had elapsed.
+pub fn assert_retry_after_honoured(
+    requests: &[tidemark_simulators::RecordedRequest],
+) -> chrono::DateTime<chrono::Utc> {
+    let limited = requests
+        .iter()
+        .find(|request| request.status == 429)
+        .expect("a 429 was answered");
+    let sibling = limited.at + chrono::Duration::milliseconds(200);
+    let honoured = limited.at + chrono::Duration::milliseconds(1_950);
+    for request in requests {
+        assert!(
+            request.at <= sibling || request.at >= honoured,
+            "a request {:?} after a 429 with Retry-After 2 s: {request:?}",
+            request.at - limited.at
+        );
+    }
+    honoured
+}
+
+/// Waits until `subscription` is disabled, and checks it was for rejected credentials.
+pub async fn wait_disabled_for_credentials(store: &SqliteStore, subscription: &Subscription) {
+    wait_until("the subscription is disabled", || async {
+        !store
+            .get_subscription(subscription.id)
+            .await
+            .expect("sub")
+            .active
+    })
+    .await;
+    let disabled = store.get_subscription(subscription.id).await.expect("sub");
+    assert_eq!(disabled.disable_reason, "invalid_credentials");
+}
