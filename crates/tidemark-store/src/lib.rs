@@ -6,6 +6,8 @@
 //!
 //! # Implementations
 //! - [`SqliteStore`]: embedded SQLite in WAL mode, the default.
+//! - [`PostgresStore`]: PostgreSQL, shared by several Tidemark nodes (row locks for sequence
+//!   numbers, `SKIP LOCKED` leases and claims).
 //!
 //! Every implementation runs the same conformance suite ([`store_test_suite!`], behind the
 //! `testsuite` feature), which proves the guarantees of DESIGN.md section 2:
@@ -30,10 +32,14 @@ use tidemark_model::{
     Subscription, SubscriptionId, SubscriptionType,
 };
 
+#[cfg(feature = "testsuite")]
+pub mod pgtest;
+mod postgres;
 mod sqlite;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
+pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE as POSTGRES_DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
 
 /// Why a store call failed.
