@@ -41,6 +41,8 @@ pub mod testsuite;
 
 pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE as POSTGRES_DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
+/// A parsed PostgreSQL connection URL (the driver's own parser).
+pub use tokio_postgres::Config as PostgresConfig;
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]

@@ -4,16 +4,49 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use tidemark_store::{SqliteStore, Store};
+use tidemark_store::{PostgresStore, SqliteStore, Store};
 
 /// The default database: a SQLite file under `./tidemark-data/`.
 pub const DEFAULT_DB: &str = "sqlite://tidemark-data/tidemark.db";
 
 /// Where the store lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DbUrl {
     /// `sqlite://PATH` (relative or absolute).
     Sqlite(PathBuf),
+    /// `postgres://user:password@host:port/database` (or `postgresql://`), shared by nodes.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for DbUrl {
+    /// Never prints a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            DbUrl::Postgres(url) => write!(f, "{}", redact(url)),
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 impl std::str::FromStr for DbUrl {
@@ -27,14 +60,22 @@ impl std::str::FromStr for DbUrl {
             return Ok(DbUrl::Sqlite(PathBuf::from(path)));
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            bail!("not_implemented: the PostgreSQL store is not built yet (use sqlite://PATH)");
+            // Checked when opened, not here: clap echoes a value it could not parse, password
+            // and all.
+            return Ok(DbUrl::Postgres(text.to_owned()));
         }
-        bail!("unsupported database URL `{text}`: expected sqlite://PATH")
+        bail!("unsupported database URL `{}`: expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE", redact(text))
     }
 }
 
-/// Opens the store, creating the SQLite file's directory if needed.
-pub fn open(url: &DbUrl) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store, creating the SQLite file's directory if needed, or connecting to
+/// PostgreSQL (and migrating its schema) with `pool_size` connections.
+pub async fn open(url: &DbUrl) -> anyhow::Result<Arc<dyn Store>> {
+    open_with_pool(url, tidemark_store::POSTGRES_DEFAULT_POOL_SIZE).await
+}
+
+/// [`open`] with a PostgreSQL pool of `pool_size` connections (ignored for SQLite).
+pub async fn open_with_pool(url: &DbUrl, pool_size: usize) -> anyhow::Result<Arc<dyn Store>> {
     match url {
         DbUrl::Sqlite(path) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -43,6 +84,18 @@ pub fn open(url: &DbUrl) -> anyhow::Result<Arc<dyn Store>> {
             }
             let store = SqliteStore::open(path)
                 .with_context(|| format!("opening SQLite store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        DbUrl::Postgres(text) => {
+            if text.parse::<tidemark_store::PostgresConfig>().is_err() {
+                bail!(
+                    "invalid PostgreSQL URL `{}` (expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)",
+                    redact(text)
+                );
+            }
+            let store = PostgresStore::connect_with_pool_size(text, pool_size)
+                .await
+                .with_context(|| format!("opening PostgreSQL store {}", redact(text)))?;
             Ok(Arc::new(store))
         }
     }
@@ -63,8 +116,36 @@ mod tests {
             DbUrl::Sqlite("/abs.db".into())
         );
         assert!("sqlite://".parse::<DbUrl>().is_err());
-        let postgres = "postgres://x".parse::<DbUrl>().expect_err("not yet");
-        assert!(postgres.to_string().contains("not_implemented"));
+        assert_eq!(
+            "postgres://u:pw@127.0.0.1:5432/tidemark"
+                .parse::<DbUrl>()
+                .expect("ok"),
+            DbUrl::Postgres("postgres://u:pw@127.0.0.1:5432/tidemark".into())
+        );
+        assert!("postgresql://h/db".parse::<DbUrl>().is_ok());
         assert!("mysql://x".parse::<DbUrl>().is_err());
+    }
+
+    #[tokio::test]
+    async fn test_a_bad_postgres_url_is_refused_without_its_password() {
+        let url: DbUrl = "postgres://u:pw@h:notaport/db"
+            .parse()
+            .expect("parsed later");
+        let error = open(&url).await.err().expect("bad port").to_string();
+        assert!(error.contains("invalid PostgreSQL URL"), "{error}");
+        assert!(!error.contains(":pw@"), "{error}");
+    }
+
+    #[test]
+    fn test_passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            format!("{:?}", DbUrl::Postgres("postgres://a:b@c/d".into())),
+            "postgres://a:***@c/d"
+        );
     }
 }

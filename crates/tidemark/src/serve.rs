@@ -101,7 +101,7 @@ pub async fn shutdown_signal() {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let webhook_config = args.webhook_config()?;
     let metrics = install_metrics()?;
-    let store = db::open(&args.db)?;
+    let store = db::open(&args.db).await?;
     if store.list_applications().await?.is_empty() {
         if let Some(key) = &args.bootstrap_api_key {
             anyhow::ensure!(
@@ -109,15 +109,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 "--bootstrap-api-key must be 16 to 256 printable ASCII characters"
             );
         }
-        let (application_id, api_key) = tidemark_server::bootstrap_application(
+        match tidemark_server::bootstrap_application(
             &*store,
             "default",
             args.bootstrap_api_key.clone(),
         )
-        .await?;
-        tracing::info!(application_id, "created the first application");
-        if args.bootstrap_api_key.is_none() {
-            print_new_application(application_id, &api_key);
+        .await
+        {
+            Ok((application_id, api_key)) => {
+                tracing::info!(application_id, "created the first application");
+                if args.bootstrap_api_key.is_none() {
+                    print_new_application(application_id, &api_key);
+                }
+            }
+            // Nodes started together on one empty database race to bootstrap; with the same
+            // key, the one that loses finds the winner's application (its key is unique).
+            Err(error)
+                if args.bootstrap_api_key.is_some()
+                    && !store.list_applications().await?.is_empty() =>
+            {
+                tracing::info!(%error, "another node created the first application");
+            }
+            Err(error) => return Err(error.into()),
         }
     }
     let mut config = EngineConfig {
@@ -159,7 +172,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 pub async fn app(command: AppCommand) -> anyhow::Result<()> {
     match command {
         AppCommand::Create { name, db } => {
-            let store = db::open(&db)?;
+            let store = db::open(&db).await?;
             let (application_id, api_key) =
                 tidemark_server::bootstrap_application(&*store, &name, None).await?;
             tracing::info!(application_id, "created an application");

@@ -247,18 +247,24 @@ fn test_serve_answers_health_and_metrics_then_stops_on_sigterm() {
 #[test]
 fn test_bad_database_urls_are_refused_clearly() {
     let output = tidemark()
-        .args(["serve", "--db", "postgres://localhost/x"])
+        .args(["serve", "--db", "postgres://u:hunter2@127.0.0.1:notaport/x"])
         .output()
         .expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not_implemented"), "{stderr}");
+    assert!(stderr.contains("invalid PostgreSQL URL"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is not echoed: {stderr}"
+    );
     let output = tidemark()
         .args(["serve", "--db", "mysql://x"])
         .output()
         .expect("runs");
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("expected sqlite://PATH"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("expected sqlite://PATH or postgres://")
+    );
 }
 
 #[test]
