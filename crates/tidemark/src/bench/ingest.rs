@@ -23,17 +23,25 @@ use super::{progress, BenchDir};
 pub struct IngestArgs {
     /// Activities to commit (on each side).
     #[arg(long, default_value_t = 1_000_000)]
-    activities: u64,
+    pub(super) activities: u64,
     /// Activities per connector page (= per commit), as the engine commits them; the baseline
     /// inserts in transactions of the same size.
     #[arg(long, default_value_t = 1000)]
-    batch: u64,
+    pub(super) batch: u64,
     /// Alternating baseline/engine rounds the activities are split into.
     #[arg(long, default_value_t = 10)]
-    rounds: u64,
+    pub(super) rounds: u64,
     /// Skip the baseline (for profiling the engine path alone; no ratio is reported).
     #[arg(long)]
     no_baseline: bool,
+    /// `postgres://USER@HOST:PORT/DB`: benchmark the PostgreSQL store instead, with 1 and 3
+    /// nodes, against bare COPY and multi-row INSERT baselines (scratch databases are created
+    /// on that server and dropped afterwards). Default: SQLite in `--dir`.
+    #[arg(long)]
+    pub(super) db: Option<String>,
+    /// Subscriptions the activity is spread over (PostgreSQL only: nodes share them).
+    #[arg(long, default_value_t = 12)]
+    pub(super) subscriptions: usize,
     #[command(flatten)]
     dir: BenchDir,
 }
@@ -43,6 +51,13 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         args.activities > 0 && args.batch > 0 && (1..=args.activities).contains(&args.rounds),
         "--activities, --batch and --rounds must be positive, with rounds <= activities"
     );
+    if let Some(url) = &args.db {
+        anyhow::ensure!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "--db takes a postgres:// URL (SQLite is the default, in --dir)"
+        );
+        return super::ingest_pg::run(&args, url).await;
+    }
     let dir = args.dir.create()?;
     let base = chrono::Utc::now();
     println!(

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 mod api;
 mod ingest;
+mod ingest_pg;
 mod read;
 mod synthetic;
 mod track;
@@ -17,8 +18,8 @@ mod webhooks;
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Activities committed per second through the whole engine, over a bare batched SQLite
-    /// insert of the same rows.
+    /// Activities committed per second through the whole engine, over a bare batched insert
+    /// of the same rows (SQLite; or PostgreSQL with 1 and 3 nodes, `--db postgres://...`).
     Ingest(ingest::IngestArgs),
     /// Following cursors over a whole stream: pages per second and latency per page.
     Read(read::ReadArgs),
