@@ -24,14 +24,14 @@ use super::progress;
 use super::synthetic::{self, SyntheticConnector};
 
 /// Scratch databases on the server, dropped (sessions and all) at the end.
-struct Scratch {
+pub(super) struct Scratch {
     admin: tokio_postgres::Client,
     names: Vec<String>,
     base_url: String,
 }
 
 impl Scratch {
-    async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub(super) async fn connect(url: &str) -> anyhow::Result<Self> {
         let (admin, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         let base_url = match url.split_once('?') {
@@ -51,7 +51,7 @@ impl Scratch {
     }
 
     /// Creates a database and returns its URL.
-    async fn create(&mut self, role: &str) -> anyhow::Result<String> {
+    pub(super) async fn create(&mut self, role: &str) -> anyhow::Result<String> {
         let name = format!("tidemark_bench_{role}_{}", std::process::id());
         // Two statements: DROP DATABASE refuses to run in the implicit transaction of a batch.
         self.admin
@@ -64,7 +64,7 @@ impl Scratch {
         Ok(format!("{}/{name}", self.base_url))
     }
 
-    async fn drop_all(self) {
+    pub(super) async fn drop_all(self) {
         for name in &self.names {
             if let Err(error) = self
                 .admin
