@@ -4,11 +4,11 @@
 //! gets from its single writer, PostgreSQL gets from row locks:
 //!
 //! - **Sequence numbers**: a commit is one call of the `tidemark_commit` function (one round
-//!   trip), which takes the subscription's row `FOR UPDATE` before numbering the batch from
+//!   trip), which takes the subscription's row lock (`FOR NO KEY UPDATE`) before numbering the batch from
 //!   `last_sequence + 1`. Commits to one subscription are thus serialized and become visible in
 //!   sequence order; a reader never sees `n + 1` while `n` is still uncommitted, which a global
 //!   sequence (or an identity column) would allow, skipping `n` forever.
-//! - **Leases**: due subscriptions are leased with `FOR UPDATE SKIP LOCKED`, so nodes never
+//! - **Leases**: due subscriptions are leased with `SKIP LOCKED`, so nodes never
 //!   wait for each other or lease one subscription twice; every grant increments the row's
 //!   `lease_token`, and `tidemark_commit` refuses a batch carrying an older token (fencing).
 //! - **Webhook claims** are conditional upserts of `webhook_deliveries` rows, re-checked under
@@ -504,7 +504,7 @@ async fn insert_subscription_in(
 ) -> StoreResult<Subscription> {
     let application_id: i64 = match query_opt(
         tx,
-        "SELECT application_id FROM accounts WHERE id = $1 FOR UPDATE",
+        "SELECT application_id FROM accounts WHERE id = $1 FOR NO KEY UPDATE",
         &[&new.account_id],
     )
     .await?
@@ -730,7 +730,7 @@ async fn prune_subscription_in(
 ) -> StoreResult<u64> {
     let Some(row) = query_opt(
         tx,
-        "SELECT pruned_through FROM subscriptions WHERE id = $1 FOR UPDATE SKIP LOCKED",
+        "SELECT pruned_through FROM subscriptions WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
         &[&subscription_id],
     )
     .await?
@@ -885,7 +885,7 @@ impl Store for PostgresStore {
         // other's key as "not the last one".
         if query_opt(
             &tx,
-            "SELECT id FROM applications WHERE id = $1 FOR UPDATE",
+            "SELECT id FROM applications WHERE id = $1 FOR NO KEY UPDATE",
             &[&application_id],
         )
         .await?
@@ -1103,7 +1103,7 @@ impl Store for PostgresStore {
         // The account's row serializes default changes (and creations) on one account.
         execute(
             &tx,
-            "SELECT id FROM accounts WHERE id = $1 FOR UPDATE",
+            "SELECT id FROM accounts WHERE id = $1 FOR NO KEY UPDATE",
             &[&subscription.account],
         )
         .await?;
@@ -1853,7 +1853,7 @@ impl Store for PostgresStore {
              lease_expires_at = $4 WHERE id IN (SELECT id FROM subscriptions \
                WHERE active AND next_poll_at <= $1 \
                AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
-               ORDER BY next_poll_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+               ORDER BY next_poll_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) \
              RETURNING id, lease_token, wake_counter, next_poll_at",
             &[
                 &micros(now),
