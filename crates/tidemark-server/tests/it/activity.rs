@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use tidemark_model::{EventSubtype, EventType};
-use tidemark_store::{CommitBatch, Store};
+use tidemark_store::CommitBatch;
 
 use crate::harness::{Auth, TestServer};
 

@@ -1,22 +1,46 @@
 //! Starts the API on `127.0.0.1:0` and gives tests a client, tenants and accounts.
+//!
+//! The store is SQLite in a temporary directory, or, with `TIDEMARK_TEST_STORE=postgres`, a
+//! fresh PostgreSQL database on the test server (`./scripts/test` runs the suite both ways).
 
 use std::sync::Arc;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 use tidemark_model::Activity;
-use tidemark_store::{CommitBatch, SqliteStore, Store};
+use tidemark_store::pgtest::TestDatabase;
+use tidemark_store::{CommitBatch, PostgresStore, SqliteStore, Store};
 
 /// A running API server with its store.
 pub struct TestServer {
     pub base: String,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     pub client: reqwest::Client,
     /// The first application's API key.
     pub api_key: String,
     pub application_id: i64,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
+    _database: Option<TestDatabase>,
+}
+
+/// The store the suite runs on: `TIDEMARK_TEST_STORE` is `sqlite` (the default) or
+/// `postgres`.
+async fn test_store(dir: &std::path::Path) -> (Arc<dyn Store>, Option<TestDatabase>) {
+    match std::env::var("TIDEMARK_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            let database = TestDatabase::create().await;
+            let store = PostgresStore::connect(&database.url)
+                .await
+                .expect("PostgreSQL store");
+            (Arc::new(store), Some(database))
+        }
+        Ok("sqlite") | Err(_) => (
+            Arc::new(SqliteStore::open(dir.join("api.db")).expect("store")),
+            None,
+        ),
+        Ok(other) => panic!("TIDEMARK_TEST_STORE={other}: expected sqlite or postgres"),
+    }
 }
 
 /// Credentials for a request.
@@ -51,7 +75,7 @@ impl TestServer {
         webhook_config: tidemark_notify::webhooks::NotifierConfig,
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(SqliteStore::open(dir.path().join("api.db")).expect("store"));
+        let (store, database) = test_store(dir.path()).await;
         let (application_id, api_key) =
             tidemark_server::bootstrap_application(&*store, "test", None)
                 .await
@@ -74,6 +98,7 @@ impl TestServer {
             application_id,
             stop: Some(stop),
             _dir: dir,
+            _database: database,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tidemark_store::{NewWebhookEndpoint, Store};
+use tidemark_store::NewWebhookEndpoint;
 
 use crate::harness::{Auth, TestServer};
 

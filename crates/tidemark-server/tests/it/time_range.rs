@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tidemark_model::Activity;
-use tidemark_store::{CommitBatch, Store};
+use tidemark_store::CommitBatch;
 
 use crate::harness::TestServer;
 

@@ -5,7 +5,6 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tidemark_simulators::{JiveSimulator, OnnaSimulator};
-use tidemark_store::Store;
 
 use crate::harness::TestServer;
 

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tidemark_model::{EventSubtype, EventType};
 use tidemark_notify::webhooks::{Notifier, NotifierConfig};
-use tidemark_store::{CommitBatch, Store};
+use tidemark_store::CommitBatch;
 
 use crate::harness::{Auth, TestServer};
 

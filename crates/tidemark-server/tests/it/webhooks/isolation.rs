@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{json, Value};
 use tidemark_notify::webhooks::NotifierConfig;
-use tidemark_store::{NewAccount, NewSubscription, Store};
+use tidemark_store::{NewAccount, NewSubscription};
 
 use super::{create_endpoint, fast_config, start_notifier, wait_for, Receiver};
 use crate::harness::TestServer;

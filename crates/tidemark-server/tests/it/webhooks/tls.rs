@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tidemark_notify::webhooks::NotifierConfig;
-use tidemark_store::{NewWebhookEndpoint, Store};
+use tidemark_store::NewWebhookEndpoint;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::server::TlsStream;
 
