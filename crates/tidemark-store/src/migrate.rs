@@ -300,6 +300,16 @@ pub async fn copy_sqlite_to_postgres(
     mut progress: impl FnMut(CopyProgress) + Send,
 ) -> StoreResult<CopyReport> {
     let started = Instant::now();
+    if !(postgres_url.starts_with("postgres://") || postgres_url.starts_with("postgresql://")) {
+        return Err(StoreError::Backend(
+            "invalid PostgreSQL URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                .into(),
+        ));
+    }
+    let config: tokio_postgres::Config = postgres_url
+        .parse()
+        .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+    let target = describe_target(&config);
     // The source is checked (and its snapshot taken) before the target is touched.
     let (sender, mut batches) = mpsc::channel(CHANNEL_BATCHES);
     let path = sqlite_path.to_path_buf();
@@ -313,10 +323,6 @@ pub async fn copy_sqlite_to_postgres(
         Some(Ok(_)) | None => return Err(reader_stopped()),
     };
 
-    let config: tokio_postgres::Config = postgres_url
-        .parse()
-        .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
-    let target = describe_target(&config);
     // Migrates the target's schema under the store's own lock, exactly as a node would.
     drop(PostgresStore::connect_with_pool_size(postgres_url, 1).await?);
     let (mut client, connection) = config
