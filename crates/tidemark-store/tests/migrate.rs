@@ -923,3 +923,130 @@ async fn test_migrate_refuses_bad_input_clearly() {
         .expect("connect");
     assert!(target.list_applications().await.expect("list").is_empty());
 }
+
+/// The resident set size of this process, in MiB (Linux; 0 elsewhere).
+fn resident_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// A large copy, for timing: `TIDEMARK_MIGRATE_ROWS` activities (default 1,000,000) of about
+/// 1 KB each over 10 subscriptions. Run explicitly:
+/// `cargo test -p tidemark-store --features testsuite --test migrate -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a timing run of a large copy (minutes); run with --ignored"]
+async fn test_a_large_copy_streams_in_bounded_memory() {
+    let rows: u64 = std::env::var("TIDEMARK_MIGRATE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("large.db");
+    let sqlite = SqliteStore::open(&path).expect("open");
+    let application = sqlite.create_application("Large").await.expect("app");
+    let mut subscriptions = Vec::new();
+    for _ in 0..10 {
+        let account = sqlite
+            .create_account(NewAccount {
+                application_id: application.id,
+                service: "local".into(),
+                admin: false,
+                config: json!({}),
+                token_digest: None,
+            })
+            .await
+            .expect("account");
+        subscriptions.push(
+            sqlite
+                .create_subscription(NewSubscription::changes(account.id))
+                .await
+                .expect("subscription"),
+        );
+    }
+    let filling = std::time::Instant::now();
+    let template = EncodedActivity::encode(&sample_activity(1, "template")).expect("encodes");
+    let per_batch = 5000u64;
+    let mut written = 0u64;
+    while written < rows {
+        let count = per_batch.min(rows - written);
+        let subscription = &subscriptions[(written / per_batch) as usize % subscriptions.len()];
+        let activities = (written..written + count)
+            .map(|n| EncodedActivity {
+                id: format!("a-{n}"),
+                timestamp_micros: Some(1_700_000_000_000_000 + n as i64 * 1000),
+                json: template.json.replace("template", &format!("a-{n}")),
+            })
+            .collect();
+        sqlite
+            .commit(CommitBatch {
+                subscription_id: subscription.id,
+                activities,
+                checkpoint: Some(format!("at-{written}")),
+                lease: None,
+                watermark: None,
+            })
+            .await
+            .expect("commit");
+        written += count;
+    }
+    let file_mib = std::fs::metadata(&path).map_or(0, |m| m.len() >> 20);
+    println!(
+        "filled {rows} activities ({file_mib} MiB of SQLite) in {:.1} s",
+        filling.elapsed().as_secs_f64()
+    );
+
+    let database = TestDatabase::create().await;
+    let before = resident_mib();
+    let mut peak = before;
+    let mut calls = 0u64;
+    let report = copy_sqlite_to_postgres(&path, &database.url, |_| {
+        calls += 1;
+        if calls % 50 == 0 {
+            peak = peak.max(resident_mib());
+        }
+    })
+    .await
+    .expect("copy");
+    let seconds = report.elapsed.as_secs_f64();
+    println!(
+        "copied {} activities in {seconds:.1} s ({:.0} rows/s); resident memory {before} MiB \
+         before, at most {peak} MiB during the copy",
+        report.rows("activity"),
+        report.rows("activity") as f64 / seconds
+    );
+    assert_eq!(report.rows("activity"), rows);
+    assert!(
+        peak < before + 256,
+        "memory stays bounded: {before} MiB -> {peak} MiB"
+    );
+    let postgres = PostgresStore::connect(&database.url).await.expect("open");
+    for subscription in &subscriptions {
+        assert_eq!(
+            postgres
+                .latest_sequence(subscription.id)
+                .await
+                .expect("latest"),
+            sqlite
+                .latest_sequence(subscription.id)
+                .await
+                .expect("latest")
+        );
+        assert_eq!(
+            postgres
+                .read_page(subscription.id, 1000, 100)
+                .await
+                .expect("read"),
+            sqlite
+                .read_page(subscription.id, 1000, 100)
+                .await
+                .expect("read")
+        );
+    }
+}
