@@ -1005,12 +1005,9 @@ async fn test_a_large_copy_streams_in_bounded_memory() {
     let database = TestDatabase::create().await;
     let before = resident_mib();
     let mut peak = before;
-    let mut calls = 0u64;
+    // Sampled at every progress report (one per batch of rows).
     let report = copy_sqlite_to_postgres(&path, &database.url, |_| {
-        calls += 1;
-        if calls % 50 == 0 {
-            peak = peak.max(resident_mib());
-        }
+        peak = peak.max(resident_mib());
     })
     .await
     .expect("copy");
