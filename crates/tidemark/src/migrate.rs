@@ -57,45 +57,60 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let (from, to) = parse(&args)?;
     let shown_to = redact(&to);
     eprintln!("copying {} into {shown_to}", from.display());
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let report = tidemark_store::copy_sqlite_to_postgres(&from, &to, |progress| {
-        show(&mut bar, progress);
-    })
-    .await;
-    if let Some(bar) = bar.take() {
-        bar.abandon();
-    }
+    let mut bars = Bars::new();
+    let report =
+        tidemark_store::copy_sqlite_to_postgres(&from, &to, |progress| bars.show(progress)).await;
+    bars.stop();
     let report = report.with_context(|| format!("migrating {} to {shown_to}", from.display()))?;
     print!("{}", summary(&report));
     println!("the store is ready: start the nodes with --db {shown_to}");
     Ok(())
 }
 
-/// One bar per table, each left on screen when its table is done.
-fn show(bar: &mut Option<indicatif::ProgressBar>, progress: CopyProgress) {
-    let same_table = bar
-        .as_ref()
-        .is_some_and(|current| current.prefix() == progress.table);
-    if !same_table {
-        if let Some(done) = bar.take() {
-            done.finish();
+/// Progress on stderr: one bar per table, stacked, each left on screen when its table is done.
+struct Bars {
+    all: indicatif::MultiProgress,
+    current: Option<indicatif::ProgressBar>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        Bars {
+            all: indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()),
+            current: None,
         }
-        let fresh = indicatif::ProgressBar::with_draw_target(
-            Some(progress.total),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        fresh.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>18} [{bar:30}] {human_pos}/{human_len} rows {per_sec} {elapsed}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        fresh.set_prefix(progress.table);
-        *bar = Some(fresh);
     }
-    if let Some(current) = bar {
-        current.set_position(progress.copied);
+
+    fn show(&mut self, progress: CopyProgress) {
+        let same_table = self
+            .current
+            .as_ref()
+            .is_some_and(|current| current.prefix() == progress.table);
+        if !same_table {
+            if let Some(done) = self.current.take() {
+                done.finish();
+            }
+            let fresh = self.all.add(indicatif::ProgressBar::new(progress.total));
+            fresh.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>18} [{bar:30}] {human_pos}/{human_len} rows, {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            fresh.set_prefix(progress.table);
+            self.current = Some(fresh);
+        }
+        if let Some(current) = &self.current {
+            current.set_position(progress.copied);
+        }
+    }
+
+    /// Leaves the last bar as it is (complete, or where the copy stopped).
+    fn stop(&mut self) {
+        if let Some(current) = self.current.take() {
+            current.abandon();
+        }
     }
 }
 
