@@ -9,6 +9,9 @@
 //! - [`PostgresStore`]: PostgreSQL, shared by several Tidemark nodes (row locks for sequence
 //!   numbers, `SKIP LOCKED` leases and claims).
 //!
+//! [`copy_sqlite_to_postgres`] (module [`migrate`]) moves a whole SQLite store into an empty
+//! PostgreSQL one, ids, sequence numbers and cursor key unchanged.
+//!
 //! Every implementation runs the same conformance suite ([`store_test_suite!`], behind the
 //! `testsuite` feature), which proves the guarantees of DESIGN.md section 2:
 //!
@@ -32,6 +35,7 @@ use tidemark_model::{
     Subscription, SubscriptionId, SubscriptionType,
 };
 
+pub mod migrate;
 #[cfg(feature = "testsuite")]
 pub mod pgtest;
 mod postgres;
@@ -39,6 +43,7 @@ mod sqlite;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
+pub use migrate::{copy_sqlite_to_postgres, CopyProgress, CopyReport};
 pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE as POSTGRES_DEFAULT_POOL_SIZE};
 pub use sqlite::SqliteStore;
 /// A parsed PostgreSQL connection URL (the driver's own parser).

@@ -29,7 +29,7 @@ impl std::fmt::Debug for DbUrl {
 }
 
 /// The URL with any password replaced by `***`.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };

@@ -1,7 +1,7 @@
 //! The `tidemark` command: runs the service (`serve`), shows it working (`demo`), follows a
-//! subscription by time range (`track`), and measures it (`bench`). It wires the crates
-//! together and owns nothing else: configuration parsing, process lifecycle, and what is
-//! printed to a person.
+//! subscription by time range (`track`), moves a SQLite store to PostgreSQL (`migrate`), and
+//! measures it (`bench`). It wires the crates together and owns nothing else: configuration
+//! parsing, process lifecycle, and what is printed to a person.
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod db;
 mod demo;
+mod migrate;
 mod serve;
 mod simulate;
 mod track;
@@ -37,6 +38,9 @@ enum Command {
     /// Follow a subscription's activity by time range with parallel workers (seed 000),
     /// writing NDJSON; resumable from a state file.
     Track(track::TrackArgs),
+    /// Copy a whole SQLite store into an empty PostgreSQL database (ids, activity sequence
+    /// numbers and cursors unchanged), to move to several nodes.
+    Migrate(migrate::MigrateArgs),
     /// Applications (tenants).
     #[command(subcommand)]
     App(serve::AppCommand),
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     // The demo and the benchmarks print their own output; only problems are logged.
     init_tracing(match cli.command {
         Command::Serve(_) | Command::App(_) => "info",
+        Command::Migrate(_) => "warn",
         Command::Demo(_) | Command::Bench(_) | Command::Simulate(_) | Command::Track(_) => "warn",
     });
     match cli.command {
@@ -73,5 +78,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(command).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Track(args) => track::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
     }
 }

@@ -1,6 +1,7 @@
 //! The `tidemark` command, run as a process: the demo prints live activity; `serve` answers
 //! `/healthz` and `/metrics` and stops cleanly; `app create` prints a working API key; the
-//! engine's and the notifier's metrics reach `/metrics`; bad arguments get clear errors.
+//! engine's and the notifier's metrics reach `/metrics`; bad arguments get clear errors;
+//! `migrate` moves a store to PostgreSQL, where `serve` then accepts its API keys.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -367,11 +368,15 @@ impl Drop for Served {
 
 /// Starts `serve` on the SQLite file `db` (with `extra` arguments) and waits until it answers.
 async fn serve_on(db: &std::path::Path, extra: &[&str]) -> Served {
+    serve_on_url(&format!("sqlite://{}", db.display()), extra).await
+}
+
+/// Starts `serve` on the database URL `db` (with `extra` arguments) and waits until it answers.
+async fn serve_on_url(db: &str, extra: &[&str]) -> Served {
     let port = free_port();
     let child = tidemark()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--db")
-        .arg(format!("sqlite://{}", db.display()))
+        .args(["--db", db])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -594,4 +599,120 @@ async fn test_metrics_show_polls_commits_leases_and_webhook_attempts() {
             "{name} has no description:\n{metrics}"
         );
     }
+}
+
+/// `tidemark migrate --from sqlite://DB --to URL`: its exit status, stdout and stderr.
+fn migrate(db: &std::path::Path, to: &str) -> (bool, String, String) {
+    let output = tidemark()
+        .arg("migrate")
+        .arg("--from")
+        .arg(format!("sqlite://{}", db.display()))
+        .args(["--to", to])
+        .output()
+        .expect("migrate runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_migrate_moves_a_store_to_postgres_where_its_api_keys_still_work() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("t.db");
+    let first = app_create(&db, "Acme");
+    let second = app_create(&db, "Globex");
+    let database = tidemark_store::pgtest::TestDatabase::create().await;
+
+    let (ok, stdout, stderr) = migrate(&db, &database.url);
+    assert!(ok, "migrate failed:\n{stdout}\n{stderr}");
+    let line = |table: &str| {
+        stdout
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(table))
+            .map(|line| line.split_whitespace().nth(1).unwrap_or("").to_owned())
+    };
+    assert_eq!(line("applications").as_deref(), Some("2"), "{stdout}");
+    assert_eq!(line("api_keys").as_deref(), Some("2"), "{stdout}");
+    assert_eq!(line("activity").as_deref(), Some("0"), "{stdout}");
+    assert!(stdout.contains("copied 5 rows in "), "{stdout}");
+
+    // A second run finds the target holding data and refuses it.
+    let (ok, stdout, stderr) = migrate(&db, &database.url);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("already holds Tidemark data"), "{stderr}");
+
+    // Served from PostgreSQL, the keys printed by the SQLite store authenticate.
+    let served = serve_on_url(&database.url, &[]).await;
+    let client = reqwest::Client::new();
+    for printed in [&first, &second] {
+        let key = printed["api_key"].as_str().expect("api_key");
+        let response = client
+            .get(format!("{}/v1/application", served.base))
+            .header("Authorization", format!("APIKey {key}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 200);
+        let body: serde_json::Value = response.json().await.expect("JSON body");
+        assert_eq!(body["id"], printed["application_id"], "{body}");
+    }
+}
+
+#[test]
+fn test_migrate_refuses_bad_input_clearly_without_passwords() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("missing.db");
+    let not_sqlite = dir.path().join("notes.txt");
+    std::fs::write(&not_sqlite, "x".repeat(4096)).expect("write");
+    for (from, to, expected) in [
+        (
+            format!("sqlite://{}", missing.display()),
+            "postgres://u:hunter2@127.0.0.1:1/x",
+            "missing.db",
+        ),
+        (
+            format!("sqlite://{}", not_sqlite.display()),
+            "postgres://u:hunter2@127.0.0.1:1/x",
+            "is not a SQLite database",
+        ),
+        (
+            format!("sqlite://{}", missing.display()),
+            "mysql://u:hunter2@h/x",
+            "expected sqlite://PATH or postgres://",
+        ),
+        (
+            "postgres://u:hunter2@h/x".to_owned(),
+            "postgres://u:hunter2@h/x",
+            "--from must name a SQLite store",
+        ),
+        (
+            format!("sqlite://{}", missing.display()),
+            "sqlite://other.db",
+            "--to must name a PostgreSQL database",
+        ),
+    ] {
+        let output = tidemark()
+            .args(["migrate", "--from", &from, "--to", to])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{from} -> {to}");
+        assert!(stderr.contains(expected), "{from} -> {to}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "password echoed: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(!missing.exists(), "migrate never creates its source");
+
+    // An unreachable server, with a real source.
+    let db = dir.path().join("t.db");
+    app_create(&db, "Acme");
+    let (ok, stdout, stderr) = migrate(&db, "postgres://u:hunter2@127.0.0.1:1/x");
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("connecting to postgres://u@127.0.0.1:1/x"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "password echoed: {stderr}");
 }

@@ -165,7 +165,8 @@ impl PostgresStore {
     }
 }
 
-fn describe_target(config: &tokio_postgres::Config) -> String {
+/// `postgres://user@host:port/database`: where `config` points, without its password.
+pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
     let host = config
         .get_hosts()
         .first()

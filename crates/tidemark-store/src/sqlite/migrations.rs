@@ -14,6 +14,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_backfill.sql"),
 ];
 
+/// The schema version this build produces (and the only one `tidemark migrate` copies).
+pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
 /// Applies the migrations the database has not seen yet, each in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

@@ -32,6 +32,8 @@ use crate::{
 
 mod migrations;
 
+pub(crate) use migrations::SCHEMA_VERSION;
+
 /// Read connections kept open.
 const READ_POOL_SIZE: u32 = 8;
 /// How much of the database file read connections map into memory (SQLite caps it at its
