@@ -175,7 +175,7 @@ CREATE INDEX backfill_jobs_by_subscription ON backfill_jobs(subscription_id, id)
 --    order, and a reader never sees n + 1 before n (a global sequence could: the skip);
 -- 2. refuses a stale lease (fencing) with SQLSTATE TM001, an unknown subscription with TM002;
 -- 3. numbers the activity not seen before (by id, first occurrence in the batch wins) from
---    last_sequence + 1, inserts it, and moves the head, the retained count, the watermark
+--    last_sequence + 1 (a batch with nothing seen before, the usual one, needs no sort), inserts it, and moves the head, the retained count, the watermark
 --    (forward only) and the checkpoint.
 --
 -- Commit times never run backwards within a subscription (retention relies on it).
@@ -209,19 +209,31 @@ BEGIN
     END IF;
     v_committed := GREATEST(p_now, v_committed);
 
-    WITH input AS (
-        SELECT t.id, t.ts, t.body, t.ord
-          FROM unnest(p_ids, p_times, p_bodies) WITH ORDINALITY AS t(id, ts, body, ord)
-    ), fresh AS (
-        SELECT DISTINCT ON (i.id) i.id, i.ts, i.body, i.ord
-          FROM input i
-         WHERE NOT EXISTS (SELECT 1 FROM activity a
-                            WHERE a.subscription_id = p_subscription AND a.activity_id = i.id)
-         ORDER BY i.id, i.ord
-    )
-    INSERT INTO activity (subscription_id, sequence, activity_id, occurred_at, committed_at, body)
-    SELECT p_subscription, v_last + row_number() OVER (ORDER BY f.ord), f.id, f.ts, v_committed, f.body
-      FROM fresh f;
+    -- The usual batch repeats nothing (no id twice in it, none already in the stream): its
+    -- rows are numbered by their place in the batch, with no sort. Otherwise the first
+    -- occurrence of each new id is kept, numbered in batch order.
+    IF NOT EXISTS (SELECT 1 FROM activity a
+                    WHERE a.subscription_id = p_subscription AND a.activity_id = ANY (p_ids))
+       AND (SELECT count(DISTINCT x) FROM unnest(p_ids) AS x) = COALESCE(array_length(p_ids, 1), 0)
+    THEN
+        INSERT INTO activity (subscription_id, sequence, activity_id, occurred_at, committed_at, body)
+        SELECT p_subscription, v_last + t.ord, t.id, t.ts, v_committed, t.body
+          FROM unnest(p_ids, p_times, p_bodies) WITH ORDINALITY AS t(id, ts, body, ord);
+    ELSE
+        WITH input AS (
+            SELECT t.id, t.ts, t.body, t.ord
+              FROM unnest(p_ids, p_times, p_bodies) WITH ORDINALITY AS t(id, ts, body, ord)
+        ), fresh AS (
+            SELECT DISTINCT ON (i.id) i.id, i.ts, i.body, i.ord
+              FROM input i
+             WHERE NOT EXISTS (SELECT 1 FROM activity a
+                                WHERE a.subscription_id = p_subscription AND a.activity_id = i.id)
+             ORDER BY i.id, i.ord
+        )
+        INSERT INTO activity (subscription_id, sequence, activity_id, occurred_at, committed_at, body)
+        SELECT p_subscription, v_last + row_number() OVER (ORDER BY f.ord), f.id, f.ts, v_committed, f.body
+          FROM fresh f;
+    END IF;
     GET DIAGNOSTICS appended = ROW_COUNT;
 
     duplicates := COALESCE(array_length(p_ids, 1), 0) - appended;
