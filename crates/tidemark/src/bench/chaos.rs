@@ -13,8 +13,10 @@
 //! 3. For `--duration-secs`, the workload changes random simulators ([`upstream`] says how the
 //!    expected streams stay exact), cursor readers follow every stream through List Activity
 //!    on random nodes, and every `--kill-interval-ms` (randomly 0.5 to 1.5 times that) a
-//!    random node is killed with `SIGKILL` and restarted on its port after a random pause,
-//!    sometimes under a new node id.
+//!    fault strikes: mostly one random node killed with `SIGKILL` and restarted on its port
+//!    after a random pause, sometimes under a new node id; sometimes every node at once, a
+//!    node still starting, a node frozen (`SIGSTOP`) past its leases' lifetime, or every
+//!    node's database connections cut ([`inflict`]).
 //! 4. The workload stops. Within `--settle-timeout-secs`: every stream holds its simulator's
 //!    changes, every subscription is polled once more (no lease is stuck), readers reach the
 //!    end of every stream, and a webhook arrives after each subscription's last commit. The
@@ -250,7 +252,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     ));
     let chaos_started = Instant::now();
     let chaos_end = chaos_started + Duration::from_secs(args.duration_secs);
-    let mut kills = 0u64;
+    let mut faults = FaultCounts::default();
     loop {
         let wait = Duration::from_millis(args.kill_interval_ms).mul_f64(rng.random_range(0.5..1.5));
         if Instant::now() + wait >= chaos_end {
@@ -261,13 +263,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         if let Some((index, status)) = nodes.unexpected_exits().into_iter().next() {
             anyhow::bail!("node {index} exited by itself with {status} during the run");
         }
-        let index = rng.random_range(0..nodes.len());
-        nodes.kill(index)?;
-        kills += 1;
-        let down = Duration::from_millis(rng.random_range(0..=args.max_down_ms));
-        tokio::time::sleep(down).await;
-        nodes.spawn(index, rng.random_bool(0.5))?;
-        nodes.wait_healthy(index, START_TIMEOUT).await?;
+        inflict(&mut nodes, &db, &mut rng, args, &mut faults).await?;
     }
     let _ = stop_workload.send(true);
     let changes = workload.await.context("the workload task")?;
@@ -280,7 +276,11 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         .zip(upstreams.iter())
         .map(|(id, upstream)| (*id, upstream::lock(upstream).expected.clone()))
         .collect();
-    println!("chaos: {kills} kills, {changes} upstream changes in {chaos_secs:.1} s; settling");
+    let kills = faults.kills;
+    println!(
+        "chaos: {kills} kills ({} of every node at once, {} while starting), {} pauses, {} database connection cuts, {changes} upstream changes in {chaos_secs:.1} s; settling",
+        faults.whole_cluster, faults.during_startup, faults.pauses, faults.connection_cuts
+    );
 
     // Quiescence, within one deadline.
     let settle_started = Instant::now();
@@ -392,9 +392,11 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     tally.check_leases(&held);
     let webhooks: u64 = received.values().map(|(count, _)| count).sum();
     println!(
-        "result: kills={kills} changes={changes} activities={} expected={} duplicates={} lost={} \
+        "result: kills={kills} pauses={} connection_cuts={} changes={changes} activities={} expected={} duplicates={} lost={} \
          skipped={} out_of_order={} sequence_gaps={} reader_repeats={} late_webhooks={} \
          stuck_leases={} unclean_stops={} webhooks={webhooks} reader_pages={reader_pages} failed_reads={failed_reads}",
+        faults.pauses,
+        faults.connection_cuts,
         tally.activities,
         tally.expected,
         tally.duplicates,
@@ -412,6 +414,83 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         started.elapsed().as_secs_f64()
     );
     Ok(tally)
+}
+
+/// What the run did to the nodes.
+#[derive(Debug, Default, Clone, Copy)]
+struct FaultCounts {
+    /// `kill -9` of one node (every node of a whole-cluster kill counts).
+    kills: u64,
+    /// Kills of every node at once.
+    whole_cluster: u64,
+    /// Kills of a node still starting (migrating, bootstrapping, binding).
+    during_startup: u64,
+    /// `SIGSTOP` past the lease TTL, then `SIGCONT`.
+    pauses: u64,
+    /// Times every node's database connections were terminated by the server.
+    connection_cuts: u64,
+}
+
+/// One random fault, after which every node runs and answers again:
+/// - most often `kill -9` of one node, restarted after up to `--max-down-ms`;
+/// - sometimes `kill -9` of every node at once (a power cut);
+/// - sometimes a kill of a node that was just restarted and is still starting;
+/// - sometimes a pause (`SIGSTOP`) of one node for longer than its leases last, so that
+///   others take its subscriptions over while it still believes it holds them, then `SIGCONT`
+///   (its stale commits must be refused: fencing);
+/// - sometimes every node's database connections terminated by the server
+///   (`pg_terminate_backend`), as a database restart or failover does.
+async fn inflict(
+    nodes: &mut Nodes,
+    db: &Db,
+    rng: &mut StdRng,
+    args: &ChaosArgs,
+    counts: &mut FaultCounts,
+) -> anyhow::Result<()> {
+    let index = rng.random_range(0..nodes.len());
+    let down = Duration::from_millis(rng.random_range(0..=args.max_down_ms));
+    let roll: f64 = rng.random();
+    if roll < 0.1 {
+        for node in 0..nodes.len() {
+            nodes.kill(node)?;
+        }
+        counts.kills += nodes.len() as u64;
+        counts.whole_cluster += 1;
+        tokio::time::sleep(down).await;
+        for node in 0..nodes.len() {
+            nodes.spawn(node, rng.random_bool(0.5))?;
+        }
+        for node in 0..nodes.len() {
+            nodes.wait_healthy(node, START_TIMEOUT).await?;
+        }
+        return Ok(());
+    }
+    if roll < 0.3 {
+        let pause = Duration::from_secs(args.lease_ttl_secs).mul_f64(rng.random_range(1.1..1.6));
+        nodes.pause(index)?;
+        counts.pauses += 1;
+        tokio::time::sleep(pause).await;
+        nodes.resume(index)?;
+        return Ok(());
+    }
+    if roll < 0.4 {
+        let cut = db.terminate_other_connections().await?;
+        tracing::debug!(cut, "terminated the nodes' database connections");
+        counts.connection_cuts += 1;
+        return Ok(());
+    }
+    nodes.kill(index)?;
+    counts.kills += 1;
+    if roll < 0.5 {
+        nodes.spawn(index, rng.random_bool(0.5))?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+        nodes.kill(index)?;
+        counts.kills += 1;
+        counts.during_startup += 1;
+    }
+    tokio::time::sleep(down).await;
+    nodes.spawn(index, rng.random_bool(0.5))?;
+    nodes.wait_healthy(index, START_TIMEOUT).await
 }
 
 /// Polls `count` every 250 ms until it is zero or `deadline` passes; returns the last count.
@@ -443,7 +522,7 @@ fn observers_snapshot(
 fn node_client(base: &str) -> anyhow::Result<Client> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(5))
         .build()?;
     Ok(Client::with_http(base, Auth::ApiKey(API_KEY.into()), http)?)
 }
@@ -584,6 +663,20 @@ impl Db {
                 )
             })
             .collect())
+    }
+
+    /// Terminates every other session on this database (the nodes' pools); returns how many.
+    async fn terminate_other_connections(&self) -> anyhow::Result<u64> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .context("terminating the nodes' connections")?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or_default())
     }
 
     /// When each subscription with activity last committed some (epoch µs).

@@ -1,5 +1,5 @@
 //! The `tidemark serve` processes of a chaos run: started, killed with `SIGKILL` and restarted
-//! on the same port, stopped with `SIGTERM` at the end.
+//! on the same port, paused with `SIGSTOP`, stopped with `SIGTERM` at the end.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -172,6 +172,30 @@ impl Nodes {
         child.wait().context("reaping a killed node")?;
         tracing::debug!(index, "node killed");
         Ok(())
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to node `index`.
+    fn signal(&self, index: usize, signal: &str) -> anyhow::Result<()> {
+        let Some(child) = &self.slots[index].child else {
+            anyhow::bail!("node {index} is not running");
+        };
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .with_context(|| format!("kill -{signal}"))?;
+        anyhow::ensure!(status.success(), "kill -{signal} of node {index} failed");
+        Ok(())
+    }
+
+    /// Freezes node `index` (`SIGSTOP`): it holds its connections, leases and claims but does
+    /// nothing, as in a long GC pause or a VM migration.
+    pub fn pause(&self, index: usize) -> anyhow::Result<()> {
+        self.signal(index, "STOP")
+    }
+
+    /// Lets a paused node go on (`SIGCONT`).
+    pub fn resume(&self, index: usize) -> anyhow::Result<()> {
+        self.signal(index, "CONT")
     }
 
     /// Nodes whose process ended without being killed, with how it ended (each is reported
