@@ -1,6 +1,6 @@
 //! The chaos test, short form (issue 8): three `tidemark serve` processes on one PostgreSQL
 //! database, 40 Jive subscriptions with activity flowing, nodes killed with `kill -9`, frozen
-//! past their leases and restarted for 20 s; then every upstream change is in its stream
+//! past their leases and restarted for 30 s; then every upstream change is in its stream
 //! exactly once and in order, every reader saw every stream whole, every subscription got a
 //! webhook after its last commit, and no lease is left held.
 //!
@@ -20,9 +20,30 @@ async fn test_nodes_killed_and_restarted_under_load_lose_repeat_and_strand_nothi
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["bench", "chaos", "--db", &database.url])
-        .args(["--nodes", "3", "--subscriptions", "40", "--duration-secs", "20"])
-        .args(["--rate", "30", "--kill-interval-ms", "2000", "--max-down-ms", "1000"])
-        .args(["--lease-ttl-secs", "3", "--readers", "4", "--settle-timeout-secs", "60"])
+        .args([
+            "--nodes",
+            "3",
+            "--subscriptions",
+            "40",
+            "--duration-secs",
+            "30",
+        ])
+        .args([
+            "--rate",
+            "30",
+            "--kill-interval-ms",
+            "2000",
+            "--max-down-ms",
+            "1000",
+        ])
+        .args([
+            "--lease-ttl-secs",
+            "3",
+            "--readers",
+            "4",
+            "--settle-timeout-secs",
+            "60",
+        ])
         .env("TIDEMARK_LOG", "warn")
         .output()
         .expect("tidemark bench chaos runs");

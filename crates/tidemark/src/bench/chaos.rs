@@ -173,7 +173,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             if let Some(dir) = log_tempdir {
                 let _ = dir.keep();
             }
-            Err(error.context(format!("chaos run failed (node logs in {})", log_dir.display())))
+            Err(error.context(format!(
+                "chaos run failed (node logs in {})",
+                log_dir.display()
+            )))
         }
     }
 }
@@ -351,7 +354,10 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     })
     .await?;
     if late > 0 {
-        tracing::warn!(late, "subscriptions without a webhook after their last commit");
+        tracing::warn!(
+            late,
+            "subscriptions without a webhook after their last commit"
+        );
     }
     let settle_secs = settle_started.elapsed().as_secs_f64();
     let stop_problems = nodes.stop_all(Duration::from_secs(30)).await;
@@ -382,12 +388,14 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     let now = chrono::Utc::now().timestamp_micros();
     let held: Vec<(i64, String, i64)> = heads
         .iter()
-        .filter_map(|(id, head)| match (&head.lease_holder, head.lease_expires_at) {
-            (Some(holder), Some(expires)) if expires > now => {
-                Some((*id, holder.clone(), expires))
-            }
-            _ => None,
-        })
+        .filter_map(
+            |(id, head)| match (&head.lease_holder, head.lease_expires_at) {
+                (Some(holder), Some(expires)) if expires > now => {
+                    Some((*id, holder.clone(), expires))
+                }
+                _ => None,
+            },
+        )
         .collect();
     tally.check_leases(&held);
     let webhooks: u64 = received.values().map(|(count, _)| count).sum();
@@ -734,7 +742,9 @@ impl TempDatabase {
             .client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
-            .with_context(|| format!("creating database {name} (may this user create databases?)"))?;
+            .with_context(|| {
+                format!("creating database {name} (may this user create databases?)")
+            })?;
         Ok(TempDatabase {
             url: with_database(server, &name),
             server: server.to_owned(),
@@ -747,7 +757,10 @@ impl TempDatabase {
             Db::connect(&self.server)
                 .await?
                 .client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
                 .await?;
             anyhow::Ok(())
         }

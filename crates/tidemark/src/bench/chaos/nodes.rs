@@ -103,8 +103,8 @@ impl Nodes {
         let log_path = settings
             .log_dir
             .join(format!("node-{index}-{}.log", slot.generation));
-        let log = File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let child = Command::new(&settings.exe)
             .arg("serve")
             .args(["--db", &settings.db_url])

@@ -99,7 +99,11 @@ async fn read_to_end(
         }
         .page_size(READER_PAGE_SIZE);
         let page = match client
-            .activity_page(followed.account.into(), followed.subscription.into(), &query)
+            .activity_page(
+                followed.account.into(),
+                followed.subscription.into(),
+                &query,
+            )
             .await
         {
             Ok(page) => page,

@@ -86,7 +86,9 @@ impl Upstream {
             return;
         };
         if !self.old_live.is_empty() && rng.random_bool(DELETE_SHARE) {
-            let id = self.old_live.swap_remove(rng.random_range(0..self.old_live.len()));
+            let id = self
+                .old_live
+                .swap_remove(rng.random_range(0..self.old_live.len()));
             if let Some(deleted) = self.sim.delete_content(&id, at) {
                 self.expected.push(format!("deleted:{deleted}"));
             }

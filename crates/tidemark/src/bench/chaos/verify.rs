@@ -191,7 +191,7 @@ impl Tally {
         }
 
         if let Some(committed) = stored.last_committed_at {
-            if !last_webhook_at.is_some_and(|arrived| arrived >= committed) {
+            if last_webhook_at.is_none_or(|arrived| arrived < committed) {
                 self.late_webhooks += 1;
                 self.note(format!(
                     "subscription {subscription}: no webhook after its last commit at {committed} µs \
@@ -262,7 +262,12 @@ mod tests {
             Some(9),
         );
         assert_eq!(
-            (tally.lost, tally.duplicates, tally.out_of_order, tally.skipped),
+            (
+                tally.lost,
+                tally.duplicates,
+                tally.out_of_order,
+                tally.skipped
+            ),
             (1, 1, 1, 1)
         );
         assert_eq!(tally.late_webhooks, 1);
