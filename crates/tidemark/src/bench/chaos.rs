@@ -269,7 +269,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         inflict(&mut nodes, &db, &mut rng, args, &mut faults).await?;
     }
     let _ = stop_workload.send(true);
-    let changes = workload.await.context("the workload task")?;
+    let (changes, upstream_faults) = workload.await.context("the workload task")?;
     if let Some((index, status)) = nodes.unexpected_exits().into_iter().next() {
         anyhow::bail!("node {index} exited by itself with {status} during the run");
     }
@@ -281,7 +281,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         .collect();
     let kills = faults.kills;
     println!(
-        "chaos: {kills} kills ({} of every node at once, {} while starting), {} pauses, {} database connection cuts, {changes} upstream changes in {chaos_secs:.1} s; settling",
+        "chaos: {kills} kills ({} of every node at once, {} while starting), {} pauses, {} database connection cuts, {changes} upstream changes ({upstream_faults} upstream faults) in {chaos_secs:.1} s; settling",
         faults.whole_cluster, faults.during_startup, faults.pauses, faults.connection_cuts
     );
 
@@ -400,7 +400,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     tally.check_leases(&held);
     let webhooks: u64 = received.values().map(|(count, _)| count).sum();
     println!(
-        "result: kills={kills} pauses={} connection_cuts={} changes={changes} activities={} expected={} duplicates={} lost={} \
+        "result: kills={kills} pauses={} connection_cuts={} changes={changes} upstream_faults={upstream_faults} activities={} expected={} duplicates={} lost={} \
          skipped={} out_of_order={} sequence_gaps={} reader_repeats={} late_webhooks={} \
          stuck_leases={} unclean_stops={} webhooks={webhooks} reader_pages={reader_pages} failed_reads={failed_reads}",
         faults.pauses,
