@@ -224,6 +224,10 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     let followed = connect_accounts(&clients, &upstreams).await?;
     register_webhook(&nodes.base_url(0), &hook_url).await?;
     let subscription_ids: Vec<i64> = followed.iter().map(|f| f.subscription).collect();
+    let followed_pairs: Vec<(i64, i64)> = followed
+        .iter()
+        .map(|f| (f.account, f.subscription))
+        .collect();
     println!(
         "setup: {} accounts connected in {:.1} s",
         followed.len(),
@@ -246,6 +250,12 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
             ))
         })
         .collect();
+    let range_reader = tokio::spawn(observers::read_final_ranges(
+        Arc::clone(&clients),
+        followed_pairs,
+        chrono::Utc::now() - chrono::Duration::minutes(1),
+        finish.clone(),
+    ));
     let (stop_workload, workload_stop) = tokio::sync::watch::channel(false);
     let workload = tokio::spawn(upstream::generate(
         Arc::clone(&upstreams),
@@ -340,6 +350,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         failed_reads += stats.failed_requests;
         seen.extend(followed.into_iter().map(|f| (f.subscription, f)));
     }
+    let (final_ranges, failed_range_reads) = range_reader.await.context("the range reader")?;
     let last_commits = db.last_commits().await?;
     let late = wait_for(deadline, || async {
         let received = observers_snapshot(&received);
@@ -367,6 +378,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     tally.check_stops(stop_problems);
     let heads = db.heads().await?;
     let received = observers_snapshot(&received);
+    let mut streams: HashMap<i64, StoredStream> = HashMap::new();
     for id in &subscription_ids {
         let stored = StoredStream {
             rows: db.stream(*id).await?,
@@ -384,6 +396,12 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
             reader_repeats,
             received.get(id).map(|(_, arrived)| *arrived),
         );
+        streams.insert(*id, stored);
+    }
+    for range in &final_ranges {
+        if let Some(stored) = streams.get(&range.subscription) {
+            tally.check_final_range(range, stored);
+        }
     }
     let now = chrono::Utc::now().timestamp_micros();
     let held: Vec<(i64, String, i64)> = heads
@@ -402,7 +420,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     println!(
         "result: kills={kills} pauses={} connection_cuts={} changes={changes} upstream_faults={upstream_faults} activities={} expected={} duplicates={} lost={} \
          skipped={} out_of_order={} sequence_gaps={} reader_repeats={} late_webhooks={} \
-         stuck_leases={} unclean_stops={} webhooks={webhooks} reader_pages={reader_pages} failed_reads={failed_reads}",
+         final_ranges={} (holding {}) ranges_changed={} stuck_leases={} unclean_stops={} webhooks={webhooks} reader_pages={reader_pages} failed_reads={}",
         faults.pauses,
         faults.connection_cuts,
         tally.activities,
@@ -414,8 +432,12 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         tally.sequence_gaps,
         tally.reader_repeats,
         tally.late_webhooks,
+        final_ranges.len(),
+        final_ranges.iter().map(|r| r.ids.len()).sum::<usize>(),
+        tally.ranges_changed,
         tally.stuck_leases,
         tally.unclean_stops,
+        failed_reads + failed_range_reads,
     );
     println!(
         "timing: chaos {chaos_secs:.1} s, streams complete {caught_up_secs:.1} s after, settled in {settle_secs:.1} s, total {:.1} s",
@@ -703,20 +725,20 @@ impl Db {
             .collect())
     }
 
-    /// A subscription's stream: `(sequence, activity id)` in sequence order.
-    async fn stream(&self, subscription: i64) -> anyhow::Result<Vec<(i64, String)>> {
+    /// A subscription's stream: `(sequence, activity id, timestamp)` in sequence order.
+    async fn stream(&self, subscription: i64) -> anyhow::Result<Vec<verify::StoredRow>> {
         let rows = self
             .client
             .query(
-                "SELECT sequence, activity_id FROM activity WHERE subscription_id = $1 \
-                 ORDER BY sequence",
+                "SELECT sequence, activity_id, occurred_at FROM activity \
+                 WHERE subscription_id = $1 ORDER BY sequence",
                 &[&subscription],
             )
             .await
             .context("reading a stream")?;
         Ok(rows
             .into_iter()
-            .map(|row| (row.get(0), row.get(1)))
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
             .collect())
     }
 }

@@ -1,5 +1,6 @@
 //! What watches Tidemark from outside during a chaos run: cursor readers following every
-//! subscription's stream through List Activity on random nodes, and the webhook receiver.
+//! subscription's stream through List Activity on random nodes, a reader of time ranges the
+//! server declares final (below the watermark), and the webhook receiver.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -133,6 +134,80 @@ async fn read_to_end(
             followed.seen.push(activity.id);
         }
     }
+}
+
+/// A time range read whole while it was final: `[from, until)` with `until` at or below the
+/// watermark the server had just announced, so the stream may never gain activity in it.
+#[derive(Debug, Clone)]
+pub(super) struct FinalRange {
+    /// The subscription.
+    pub subscription: i64,
+    /// Start of the range (epoch µs, inclusive).
+    pub from_micros: i64,
+    /// End of the range (epoch µs, exclusive): the watermark.
+    pub until_micros: i64,
+    /// The ids the range held.
+    pub ids: HashSet<String>,
+}
+
+/// At most this many final ranges are kept (the oldest first).
+const MAX_FINAL_RANGES: usize = 5000;
+
+/// Until `finish` turns true, picks random subscriptions and reads `[from, watermark)` of each
+/// from random nodes: a range the server says is final. The checks compare each with the
+/// stream at the end (DESIGN 3: a range whose `until` is at or below the watermark never gains
+/// activity).
+///
+/// # Returns
+/// The ranges read, and how many requests failed (retried later on another subscription).
+pub(super) async fn read_final_ranges(
+    clients: Arc<Vec<Client>>,
+    subscriptions: Vec<(i64, i64)>,
+    from: chrono::DateTime<chrono::Utc>,
+    mut finish: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<FinalRange>, u64) {
+    let mut ranges = Vec::new();
+    let mut failed = 0u64;
+    while !*finish.borrow() && !subscriptions.is_empty() {
+        let (account, subscription) =
+            subscriptions[rand::rng().random_range(0..subscriptions.len())];
+        let client = &clients[rand::rng().random_range(0..clients.len())];
+        let probe = client
+            .activity_page(
+                account.into(),
+                subscription.into(),
+                &Query::range(from, None).page_size(1),
+            )
+            .await;
+        let watermark = match probe {
+            Ok(page) => page.watermark,
+            Err(_) => {
+                failed += 1;
+                None
+            }
+        };
+        if let Some(until) = watermark.filter(|until| *until > from) {
+            let client = &clients[rand::rng().random_range(0..clients.len())];
+            match client
+                .read_range(account.into(), subscription.into(), from, Some(until), 200)
+                .await
+            {
+                Ok(read) if ranges.len() < MAX_FINAL_RANGES => ranges.push(FinalRange {
+                    subscription,
+                    from_micros: from.timestamp_micros(),
+                    until_micros: until.timestamp_micros(),
+                    ids: read.activities.into_iter().map(|a| a.id).collect(),
+                }),
+                Ok(_) => {}
+                Err(_) => failed += 1,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = finish.wait_for(|finished| *finished) => {}
+        }
+    }
+    (ranges, failed)
 }
 
 /// What the webhook receiver saw.

@@ -10,16 +10,23 @@
 //! - the reader saw the whole stream, in order: ids it missed are `skipped`, ids it saw twice
 //!   are `reader_repeats`;
 //! - a webhook arrived after the subscription's last commit (`late_webhooks` otherwise);
+//! - a time range read while the server called it final (`until` at or below the watermark)
+//!   holds the same activities at the end (`ranges_changed` otherwise);
 //! - every node exits cleanly on `SIGTERM` (`unclean_stops`), and afterwards no lease is
 //!   held (`stuck_leases`).
 
 use std::collections::{HashMap, HashSet};
 
+use super::observers::FinalRange;
+
+/// One stored activity: its sequence number, id and timestamp (epoch µs).
+pub(super) type StoredRow = (i64, String, Option<i64>);
+
 /// A subscription's stream as stored.
 #[derive(Debug, Default, Clone)]
 pub(super) struct StoredStream {
-    /// `(sequence, activity id)` in sequence order.
-    pub rows: Vec<(i64, String)>,
+    /// `(sequence, activity id, timestamp)` in sequence order.
+    pub rows: Vec<StoredRow>,
     /// When the last activity was committed (epoch µs).
     pub last_committed_at: Option<i64>,
     /// The subscription's `last_sequence`.
@@ -47,6 +54,9 @@ pub(super) struct Tally {
     pub reader_repeats: u64,
     /// Readers that saw their stream in another order than it is stored.
     pub reader_misordered: u64,
+    /// Time ranges read while final (below the watermark) that the stream holds other
+    /// activity in now.
+    pub ranges_changed: u64,
     /// Subscriptions with activity and no webhook after their last commit.
     pub late_webhooks: u64,
     /// Subscriptions still leased after every node stopped.
@@ -77,6 +87,7 @@ impl Tally {
             + self.reader_repeats
             + self.reader_misordered
             + self.late_webhooks
+            + self.ranges_changed
             + self.stuck_leases
             + self.unclean_stops
     }
@@ -99,8 +110,8 @@ impl Tally {
             .rows
             .iter()
             .enumerate()
-            .find(|(index, (sequence, _))| *sequence != *index as i64 + 1);
-        if let Some((index, (sequence, _))) = gap {
+            .find(|(index, (sequence, _, _))| *sequence != *index as i64 + 1);
+        if let Some((index, (sequence, _, _))) = gap {
             self.sequence_gaps += 1;
             self.note(format!(
                 "subscription {subscription}: sequence {sequence} at position {}",
@@ -122,7 +133,7 @@ impl Tally {
             .collect();
         let mut in_stream = HashSet::new();
         let mut previous: Option<usize> = None;
-        for (sequence, id) in &stored.rows {
+        for (sequence, id, _) in &stored.rows {
             let Some(&index) = position.get(id.as_str()) else {
                 self.duplicates += 1;
                 self.note(format!(
@@ -166,7 +177,7 @@ impl Tally {
         let skipped = stored
             .rows
             .iter()
-            .filter(|(_, id)| !seen_set.contains(id.as_str()))
+            .filter(|(_, id, _)| !seen_set.contains(id.as_str()))
             .count() as u64;
         if skipped > 0 {
             self.skipped += skipped;
@@ -181,7 +192,7 @@ impl Tally {
                 "subscription {subscription}: the reader saw {reader_repeats} activities twice"
             ));
         }
-        let stored_ids: Vec<&str> = stored.rows.iter().map(|(_, id)| id.as_str()).collect();
+        let stored_ids: Vec<&str> = stored.rows.iter().map(|(_, id, _)| id.as_str()).collect();
         let seen_ids: Vec<&str> = seen.iter().map(String::as_str).collect();
         if skipped == 0 && reader_repeats == 0 && stored_ids != seen_ids {
             self.reader_misordered += 1;
@@ -198,6 +209,32 @@ impl Tally {
                      (last webhook: {last_webhook_at:?})"
                 ));
             }
+        }
+    }
+
+    /// Checks a range read while final against the stream as it ended: the same activities.
+    pub fn check_final_range(&mut self, range: &FinalRange, stored: &StoredStream) {
+        let now: HashSet<&str> = stored
+            .rows
+            .iter()
+            .filter(|(_, _, at)| {
+                at.is_some_and(|at| (range.from_micros..range.until_micros).contains(&at))
+            })
+            .map(|(_, id, _)| id.as_str())
+            .collect();
+        let then: HashSet<&str> = range.ids.iter().map(String::as_str).collect();
+        if now != then {
+            self.ranges_changed += 1;
+            let gained = now.difference(&then).next().copied().unwrap_or("-");
+            let missing = then.difference(&now).next().copied().unwrap_or("-");
+            self.note(format!(
+                "subscription {}: [{}, {}) µs was final with {} activities, now holds {} (e.g. gained {gained}, missing {missing})",
+                range.subscription,
+                range.from_micros,
+                range.until_micros,
+                then.len(),
+                now.len()
+            ));
         }
     }
 
@@ -229,7 +266,7 @@ mod tests {
             rows: ids
                 .iter()
                 .enumerate()
-                .map(|(index, id)| (index as i64 + 1, (*id).to_owned()))
+                .map(|(index, id)| (index as i64 + 1, (*id).to_owned(), Some(index as i64)))
                 .collect(),
             last_committed_at: Some(10),
             last_sequence: ids.len() as i64,
@@ -277,5 +314,21 @@ mod tests {
         tally.check_subscription(2, &owned(&["a", "b"]), &gaps, &owned(&["a", "b"]), 1, None);
         assert_eq!((tally.sequence_gaps, tally.reader_repeats), (1, 1));
         assert_eq!(tally.late_webhooks, 1);
+    }
+
+    #[test]
+    fn test_a_final_range_that_gained_activity_is_a_violation() {
+        let stored = stream(&["a", "b", "c"]);
+        let range = |ids: &[&str]| FinalRange {
+            subscription: 1,
+            from_micros: 0,
+            until_micros: 2,
+            ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+        };
+        let mut tally = Tally::default();
+        tally.check_final_range(&range(&["a", "b"]), &stored);
+        assert_eq!(tally.ranges_changed, 0, "{:?}", tally.messages);
+        tally.check_final_range(&range(&["a"]), &stored);
+        assert_eq!(tally.ranges_changed, 1);
     }
 }
