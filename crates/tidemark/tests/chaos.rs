@@ -68,6 +68,7 @@ async fn test_nodes_killed_and_restarted_under_load_lose_repeat_and_strand_nothi
         "out_of_order=0",
         "sequence_gaps=0",
         "reader_repeats=0",
+        "ranges_changed=0",
         "late_webhooks=0",
         "stuck_leases=0",
         "unclean_stops=0",

@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use rand::Rng as _;
 
 /// How the nodes are started.
 #[derive(Debug, Clone)]
@@ -46,8 +47,22 @@ pub(super) struct Nodes {
     http: reqwest::Client,
 }
 
-/// A port that was free a moment ago.
+/// A port that is free now and below the kernel's ephemeral range, so that while a node is
+/// down no outgoing connection (a reader's, a node's) can be given its port and keep it from
+/// restarting there. Falls back to any free port.
 fn free_port() -> anyhow::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > 11_000 {
+        for _ in 0..200 {
+            let port = rand::rng().random_range(10_000..ephemeral_low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }
@@ -55,16 +70,19 @@ fn free_port() -> anyhow::Result<u16> {
 impl Nodes {
     /// Places for `count` nodes on free ports; nothing is started yet.
     pub fn new(settings: NodeSettings, count: usize) -> anyhow::Result<Nodes> {
-        let slots = (0..count)
-            .map(|index| {
-                Ok(Slot {
-                    port: free_port()?,
-                    node_id: format!("chaos-n{index}"),
-                    generation: 0,
-                    child: None,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut slots: Vec<Slot> = Vec::with_capacity(count);
+        while slots.len() < count {
+            let port = free_port()?;
+            if slots.iter().any(|slot| slot.port == port) {
+                continue;
+            }
+            slots.push(Slot {
+                port,
+                node_id: format!("chaos-n{}", slots.len()),
+                generation: 0,
+                child: None,
+            });
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
