@@ -11,18 +11,20 @@
 //!    each through the API (`POST /v1/accounts`, then a subscription), on random nodes, and a
 //!    webhook endpoint is registered with a receiver in this process.
 //! 3. For `--duration-secs`, the workload changes random simulators ([`upstream`] says how the
-//!    expected streams stay exact), cursor readers follow every stream through List Activity
-//!    on random nodes, and every `--kill-interval-ms` (randomly 0.5 to 1.5 times that) a
-//!    fault strikes: mostly one random node killed with `SIGKILL` and restarted on its port
-//!    after a random pause, sometimes under a new node id; sometimes every node at once, a
-//!    node still starting, a node frozen (`SIGSTOP`) past its leases' lifetime, or every
-//!    node's database connections cut ([`inflict`]).
+//!    expected streams stay exact) and now and then makes one misbehave; cursor readers follow
+//!    every stream through List Activity on random nodes, and a range reader reads time
+//!    ranges the server declares final (below the watermark); every `--kill-interval-ms`
+//!    (randomly 0.5 to 1.5 times that) a fault strikes: mostly one random node killed with
+//!    `SIGKILL` and restarted on its port after a random pause, sometimes under a new node id;
+//!    sometimes every node at once, a node still starting, a node frozen (`SIGSTOP`) past its
+//!    leases' lifetime, or every node's database connections cut ([`inflict`]).
 //! 4. The workload stops. Within `--settle-timeout-secs`: every stream holds its simulator's
 //!    changes, every subscription is polled once more (no lease is stuck), readers reach the
 //!    end of every stream, and a webhook arrives after each subscription's last commit. The
 //!    nodes are then stopped with `SIGTERM`.
-//! 5. [`verify`] compares the streams (read from PostgreSQL) with the simulators and the
-//!    readers, and prints the counts. Any violation fails the run (non-zero exit).
+//! 5. [`verify`] compares the streams (read from PostgreSQL) with the simulators, the readers
+//!    and the final ranges, checks that no lease is left held, and prints the counts. Any
+//!    violation fails the run (non-zero exit).
 //!
 //! # Database
 //!
