@@ -17,7 +17,8 @@
 //!    (randomly 0.5 to 1.5 times that) a fault strikes: mostly one random node killed with
 //!    `SIGKILL` and restarted on its port after a random pause, sometimes under a new node id;
 //!    sometimes every node at once, a node still starting, a node frozen (`SIGSTOP`) past its
-//!    leases' lifetime, or every node's database connections cut ([`inflict`]).
+//!    leases' lifetime, every node's database connections cut, or the webhook receiver
+//!    refusing everything for a while ([`inflict`]).
 //! 4. The workload stops. Within `--settle-timeout-secs`: every stream holds its simulator's
 //!    changes, every subscription is polled once more (no lease is stuck), readers reach the
 //!    end of every stream, and a webhook arrives after each subscription's last commit. The
@@ -222,7 +223,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     // Upstreams, accounts, subscriptions, the webhook endpoint.
     let upstreams = upstream::start(args.subscriptions as usize).await?;
     let application_id = application_id(&nodes.base_url(0)).await?;
-    let (hook_url, received) = observers::start_receiver(application_id).await?;
+    let (hook_url, receiver) = observers::start_receiver(application_id).await?;
     let followed = connect_accounts(&clients, &upstreams).await?;
     register_webhook(&nodes.base_url(0), &hook_url).await?;
     let subscription_ids: Vec<i64> = followed.iter().map(|f| f.subscription).collect();
@@ -278,7 +279,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         if let Some((index, status)) = nodes.unexpected_exits().into_iter().next() {
             anyhow::bail!("node {index} exited by itself with {status} during the run");
         }
-        inflict(&mut nodes, &db, &mut rng, args, &mut faults).await?;
+        inflict(&mut nodes, &db, &receiver, &mut rng, args, &mut faults).await?;
     }
     let _ = stop_workload.send(true);
     let (changes, upstream_faults) = workload.await.context("the workload task")?;
@@ -293,8 +294,8 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         .collect();
     let kills = faults.kills;
     println!(
-        "chaos: {kills} kills ({} of every node at once, {} while starting), {} pauses, {} database connection cuts, {changes} upstream changes ({upstream_faults} upstream faults) in {chaos_secs:.1} s; settling",
-        faults.whole_cluster, faults.during_startup, faults.pauses, faults.connection_cuts
+        "chaos: {kills} kills ({} of every node at once, {} while starting), {} pauses, {} database connection cuts, {} webhook receiver outages, {changes} upstream changes ({upstream_faults} upstream faults) in {chaos_secs:.1} s; settling",
+        faults.whole_cluster, faults.during_startup, faults.pauses, faults.connection_cuts, faults.receiver_outages
     );
 
     // Quiescence, within one deadline.
@@ -355,7 +356,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     let (final_ranges, failed_range_reads) = range_reader.await.context("the range reader")?;
     let last_commits = db.last_commits().await?;
     let late = wait_for(deadline, || async {
-        let received = observers_snapshot(&received);
+        let received = observers_snapshot(&receiver);
         Ok(last_commits
             .iter()
             .filter(|(id, committed)| {
@@ -379,7 +380,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     let mut tally = Tally::default();
     tally.check_stops(stop_problems);
     let heads = db.heads().await?;
-    let received = observers_snapshot(&received);
+    let received = observers_snapshot(&receiver);
     let mut streams: HashMap<i64, StoredStream> = HashMap::new();
     for id in &subscription_ids {
         let stored = StoredStream {
@@ -419,12 +420,17 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         .collect();
     tally.check_leases(&held);
     let webhooks: u64 = received.values().map(|(count, _)| count).sum();
+    let refused = receiver
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .refused;
     println!(
-        "result: kills={kills} pauses={} connection_cuts={} changes={changes} upstream_faults={upstream_faults} activities={} expected={} duplicates={} lost={} \
+        "result: kills={kills} pauses={} connection_cuts={} receiver_outages={} changes={changes} upstream_faults={upstream_faults} activities={} expected={} duplicates={} lost={} \
          skipped={} out_of_order={} sequence_gaps={} reader_repeats={} late_webhooks={} \
-         final_ranges={} (holding {}) ranges_changed={} stuck_leases={} unclean_stops={} webhooks={webhooks} reader_pages={reader_pages} failed_reads={}",
+         final_ranges={} (holding {}) ranges_changed={} stuck_leases={} unclean_stops={} webhooks={webhooks} refused_webhooks={refused} reader_pages={reader_pages} failed_reads={}",
         faults.pauses,
         faults.connection_cuts,
+        faults.receiver_outages,
         tally.activities,
         tally.expected,
         tally.duplicates,
@@ -461,6 +467,8 @@ struct FaultCounts {
     pauses: u64,
     /// Times every node's database connections were terminated by the server.
     connection_cuts: u64,
+    /// Times the webhook receiver refused everything for a while.
+    receiver_outages: u64,
 }
 
 /// One random fault, after which every node runs and answers again:
@@ -471,10 +479,13 @@ struct FaultCounts {
 ///   others take its subscriptions over while it still believes it holds them, then `SIGCONT`
 ///   (its stale commits must be refused: fencing);
 /// - sometimes every node's database connections terminated by the server
-///   (`pg_terminate_backend`), as a database restart or failover does.
+///   (`pg_terminate_backend`), as a database restart or failover does;
+/// - sometimes the webhook receiver answering 503 to everything for 1 to 3 s (deliveries
+///   fail and are retried with back-off).
 async fn inflict(
     nodes: &mut Nodes,
     db: &Db,
+    receiver: &std::sync::Mutex<observers::Received>,
     rng: &mut StdRng,
     args: &ChaosArgs,
     counts: &mut FaultCounts,
@@ -511,9 +522,16 @@ async fn inflict(
         counts.connection_cuts += 1;
         return Ok(());
     }
+    if roll < 0.5 {
+        set_refusing(receiver, true);
+        counts.receiver_outages += 1;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+        set_refusing(receiver, false);
+        return Ok(());
+    }
     nodes.kill(index)?;
     counts.kills += 1;
-    if roll < 0.5 {
+    if roll < 0.6 {
         nodes.spawn(index, rng.random_bool(0.5))?;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
         nodes.kill(index)?;
@@ -523,6 +541,13 @@ async fn inflict(
     tokio::time::sleep(down).await;
     nodes.spawn(index, rng.random_bool(0.5))?;
     nodes.wait_healthy(index, START_TIMEOUT).await
+}
+
+fn set_refusing(receiver: &std::sync::Mutex<observers::Received>, refusing: bool) {
+    receiver
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .refusing = refusing;
 }
 
 /// Polls `count` every 250 ms until it is zero or `deadline` passes; returns the last count.

@@ -213,9 +213,14 @@ pub(super) async fn read_final_ranges(
 /// What the webhook receiver saw.
 #[derive(Debug, Default)]
 pub(super) struct Received {
+    /// While true, notifications are refused with 503 (an outage of the application).
+    pub refusing: bool,
+    /// Notifications refused.
+    pub refused: u64,
     /// Notifications received (the endpoint test excluded).
     pub total: u64,
-    /// Per subscription: notifications received, and when the last one arrived (epoch µs).
+    /// Per subscription: notifications received, and when the last one arrived (epoch µs);
+    /// refused ones do not count.
     pub by_subscription: HashMap<i64, (u64, i64)>,
 }
 
@@ -244,6 +249,10 @@ async fn receive(
         .received
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if received.refusing {
+        received.refused += 1;
+        return (StatusCode::SERVICE_UNAVAILABLE, "outage".into());
+    }
     received.total += 1;
     let entry = received.by_subscription.entry(subscription).or_default();
     entry.0 += 1;
