@@ -377,6 +377,8 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     let stop_problems = nodes.stop_all(Duration::from_secs(30)).await;
 
     // The checks.
+    // Stale pollers refused at commit or renewal (fencing), as the nodes logged it.
+    let fenced = nodes.count_log_lines("lease lost");
     let mut tally = Tally::default();
     tally.check_stops(stop_problems);
     let heads = db.heads().await?;
@@ -425,7 +427,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .refused;
     println!(
-        "result: kills={kills} pauses={} connection_cuts={} receiver_outages={} changes={changes} upstream_faults={upstream_faults} activities={} expected={} duplicates={} lost={} \
+        "result: kills={kills} pauses={} fenced_polls={fenced} connection_cuts={} receiver_outages={} changes={changes} upstream_faults={upstream_faults} activities={} expected={} duplicates={} lost={} \
          skipped={} out_of_order={} sequence_gaps={} reader_repeats={} late_webhooks={} \
          final_ranges={} (holding {}) ranges_changed={} stuck_leases={} unclean_stops={} webhooks={webhooks} refused_webhooks={refused} reader_pages={reader_pages} failed_reads={}",
         faults.pauses,

@@ -45,6 +45,8 @@ pub(super) struct Nodes {
     settings: NodeSettings,
     slots: Vec<Slot>,
     http: reqwest::Client,
+    /// Every log file this run's processes wrote.
+    logs: Vec<PathBuf>,
 }
 
 /// A port that is free now and below the kernel's ephemeral range, so that while a node is
@@ -90,6 +92,7 @@ impl Nodes {
             settings,
             slots,
             http,
+            logs: Vec::new(),
         })
     }
 
@@ -190,6 +193,15 @@ impl Nodes {
         child.wait().context("reaping a killed node")?;
         tracing::debug!(index, "node killed");
         Ok(())
+    }
+
+    /// How many lines of this run's node logs contain `text`.
+    pub fn count_log_lines(&self, text: &str) -> usize {
+        self.logs
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .map(|log| log.lines().filter(|line| line.contains(text)).count())
+            .sum()
     }
 
     /// Sends `signal` (`STOP`, `CONT`) to node `index`.
