@@ -7,7 +7,7 @@
 //! 1. `--nodes` real `tidemark serve` processes (this executable) start together on one
 //!    database, each with its own port and `--node-id`, all with the same
 //!    `--bootstrap-api-key` (they race to create the application).
-//! 2. One Jive simulator per subscription runs in this process; an account is connected to
+//! 2. One simulator per subscription runs in this process, Jive and Onna in turn; an account is connected to
 //!    each through the API (`POST /v1/accounts`, then a subscription), on random nodes, and a
 //!    webhook endpoint is registered with a receiver in this process.
 //! 3. For `--duration-secs`, the workload changes random simulators ([`upstream`] says how the
@@ -64,9 +64,12 @@ pub struct ChaosArgs {
     /// `tidemark serve` processes sharing the database.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     nodes: u16,
-    /// Subscriptions, each on its own account and Jive simulator.
+    /// Subscriptions, each on its own account and simulator (Jive and Onna in turn).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
     subscriptions: u32,
+    /// Jive simulators only (no Onna accounts).
+    #[arg(long)]
+    jive_only: bool,
     /// Seconds of activity and kills.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     duration_secs: u64,
@@ -221,7 +224,7 @@ async fn run_chaos(args: &ChaosArgs, db_url: &str, log_dir: PathBuf) -> anyhow::
     );
 
     // Upstreams, accounts, subscriptions, the webhook endpoint.
-    let upstreams = upstream::start(args.subscriptions as usize).await?;
+    let upstreams = upstream::start(args.subscriptions as usize, !args.jive_only).await?;
     let application_id = application_id(&nodes.base_url(0)).await?;
     let (hook_url, receiver) = observers::start_receiver(application_id).await?;
     let followed = connect_accounts(&clients, &upstreams).await?;
@@ -617,13 +620,16 @@ async fn connect_accounts(
     for chunk_start in (0..upstreams.len()).step_by(SETUP_CONCURRENCY) {
         let mut tasks = tokio::task::JoinSet::new();
         for index in chunk_start..(chunk_start + SETUP_CONCURRENCY).min(upstreams.len()) {
-            let config = upstream::lock(&upstreams[index]).account_config();
+            let (service, config) = {
+                let upstream = upstream::lock(&upstreams[index]);
+                (upstream.service(), upstream.account_config())
+            };
             let clients = Arc::clone(clients);
             tasks.spawn(async move {
                 let client = &clients[index % clients.len()];
                 let account = client
                     .create_account(&NewAccount {
-                        service: "jive".into(),
+                        service: service.into(),
                         admin: false,
                         config,
                     })

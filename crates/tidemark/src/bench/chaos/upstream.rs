@@ -1,12 +1,18 @@
-//! The upstreams of a chaos run: one Jive simulator per account, and the workload that changes
-//! them while writing down, per simulator, the activity ids the `jive` connector must emit.
+//! The upstreams of a chaos run: one simulator per account (Jive and Onna in turn), and the
+//! workload that changes them while writing down, per simulator, the activity ids the
+//! connector must emit.
 //!
-//! The workload only makes changes that are events in Jive's API, so the expected stream is
-//! exact: a new content item (`add`, id `<content id>@<updated ms>`) or the deletion of an item
-//! that existed before the subscription began (`delete`, id `deleted:<deletedObject id>`). Edits
-//! are left out on purpose: polling sees states, and two edits between polls are one `update`.
-//! Each simulator's timestamps strictly increase (at least 1 ms apart), so the expected order
-//! is the order of the changes. Now and then a simulator is also told to misbehave on its next
+//! The workload only makes changes that are events in the upstream's API, so the expected
+//! stream is exact:
+//! - Jive: a new content item (`add`, id `<content id>@<updated ms>`) or the deletion of an
+//!   item that existed before the subscription began (`delete`, id `deleted:<deletedObject
+//!   id>`). Edits are left out on purpose: polling sees states, and two edits between polls
+//!   are one `update`.
+//! - Onna: a record in the activity log (`activity:<_id>`, whole seconds) or in the audit log
+//!   (`audit:<_id>`, microseconds); the connector merges the two logs by time.
+//!
+//! Each simulator's timestamps strictly increase (at least 1 ms apart, and an activity-log
+//! record on the next whole second), so the expected order is the order of the changes. Now and then a simulator is also told to misbehave on its next
 //! request (rate limit, 5xx, slow or broken answers), which must delay activity, never lose,
 //! repeat or reorder it.
 
@@ -18,7 +24,8 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{json, Value};
 use tidemark_simulators::jive::ContentSpec;
-use tidemark_simulators::{Fault, JiveSimulator};
+use tidemark_simulators::onna::{ActivityLogSpec, AuditLogSpec};
+use tidemark_simulators::{Fault, JiveSimulator, OnnaSimulator};
 
 /// Items each simulator holds before its subscription begins (the ones the workload deletes).
 const OLD_ITEMS: usize = 10;
@@ -49,10 +56,18 @@ fn random_fault(rng: &mut StdRng) -> Fault {
     }
 }
 
+/// A simulator of either kind.
+pub(super) enum Sim {
+    /// Jive REST v3.
+    Jive(JiveSimulator),
+    /// Onna's activity and audit logs.
+    Onna(OnnaSimulator),
+}
+
 /// One simulator and what has been done to it.
 pub(super) struct Upstream {
     /// The simulator.
-    pub sim: JiveSimulator,
+    pub sim: Sim,
     /// Activity ids the connector must emit, in order.
     pub expected: Vec<String>,
     /// Ids of items from before the subscription that are not deleted yet.
@@ -71,15 +86,21 @@ pub(super) fn lock(upstream: &Mutex<Upstream>) -> std::sync::MutexGuard<'_, Upst
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Starts `count` simulators, each with [`OLD_ITEMS`] items from an hour ago.
-pub(super) async fn start(count: usize) -> anyhow::Result<Upstreams> {
+/// Starts `count` simulators, Jive and Onna in turn (`onna`: false for Jive only); each Jive
+/// one holds [`OLD_ITEMS`] items from an hour ago.
+pub(super) async fn start(count: usize, onna: bool) -> anyhow::Result<Upstreams> {
     let hour_ago = Utc::now() - chrono::Duration::hours(1);
     let mut upstreams = Vec::with_capacity(count);
-    for _ in 0..count {
-        let sim = JiveSimulator::start().await?;
-        let old_live = (0..OLD_ITEMS)
-            .map(|index| sim.create_content(ContentSpec::new(format!("old {index}"), hour_ago)))
-            .collect();
+    for index in 0..count {
+        let (sim, old_live) = if onna && index % 2 == 1 {
+            (Sim::Onna(OnnaSimulator::start().await?), Vec::new())
+        } else {
+            let sim = JiveSimulator::start().await?;
+            let old_live = (0..OLD_ITEMS)
+                .map(|n| sim.create_content(ContentSpec::new(format!("old {n}"), hour_ago)))
+                .collect();
+            (Sim::Jive(sim), old_live)
+        };
         upstreams.push(Mutex::new(Upstream {
             sim,
             expected: Vec::new(),
@@ -91,30 +112,88 @@ pub(super) async fn start(count: usize) -> anyhow::Result<Upstreams> {
 }
 
 impl Upstream {
+    /// The service name of the account.
+    pub fn service(&self) -> &'static str {
+        match &self.sim {
+            Sim::Jive(_) => "jive",
+            Sim::Onna(_) => "onna",
+        }
+    }
+
     /// The account config reaching this simulator: polled every second, with a one-second
     /// safety lag (the workload's items are visible the moment they are timestamped).
     pub fn account_config(&self) -> Value {
-        json!({
-            "base_url": self.sim.base_url(),
-            "credentials": {"username": "admin", "password": "password"},
-            "poll_interval_seconds": 1,
-            "safety_lag_seconds": 1,
-            "page_size": 100,
-        })
+        match &self.sim {
+            Sim::Jive(sim) => json!({
+                "base_url": sim.base_url(),
+                "credentials": {"username": "admin", "password": "password"},
+                "poll_interval_seconds": 1,
+                "safety_lag_seconds": 1,
+                "page_size": 100,
+            }),
+            Sim::Onna(sim) => json!({
+                "base_url": sim.base_url(),
+                "credentials": {"token": "sim-token"},
+                "poll_interval_seconds": 1,
+                "safety_lag_seconds": 1,
+                "page_size": 100,
+            }),
+        }
     }
 
     /// One change, timestamped now (or 1 ms after the previous one), sometimes followed by a
     /// scripted fault; returns whether one was.
     fn change(&mut self, rng: &mut StdRng) -> bool {
-        self.make_change(rng);
+        match &self.sim {
+            Sim::Jive(sim) => {
+                let sim = sim.clone();
+                self.change_jive(&sim, rng);
+            }
+            Sim::Onna(sim) => {
+                let sim = sim.clone();
+                self.change_onna(&sim, rng);
+            }
+        }
         if rng.random_bool(FAULT_SHARE) {
-            self.sim.push_fault(random_fault(rng));
+            let fault = random_fault(rng);
+            match &self.sim {
+                Sim::Jive(sim) => sim.push_fault(fault),
+                Sim::Onna(sim) => sim.push_fault(fault),
+            }
             return true;
         }
         false
     }
 
-    fn make_change(&mut self, rng: &mut StdRng) {
+    /// A record in Onna's activity log (on the next whole second) or its audit log.
+    fn change_onna(&mut self, sim: &OnnaSimulator, rng: &mut StdRng) {
+        let earliest = Utc::now().timestamp_millis().max(self.last_ms + 1);
+        if rng.random_bool(0.5) {
+            // The activity log keeps whole seconds: the first whole second not before `earliest`.
+            let millis = (earliest + 999) / 1000 * 1000;
+            self.last_ms = millis;
+            let Some(at) = DateTime::<Utc>::from_timestamp_millis(millis) else {
+                return;
+            };
+            let id = sim.add_activity(ActivityLogSpec::new("login", "acmeuser@acmecorp.com", at));
+            self.expected.push(format!("activity:{id}"));
+        } else {
+            self.last_ms = earliest;
+            let Some(at) = DateTime::<Utc>::from_timestamp_millis(earliest) else {
+                return;
+            };
+            let number = self.expected.len();
+            let id = sim.add_audit(AuditLogSpec::new(
+                "add",
+                format!("Added source {number}"),
+                at,
+            ));
+            self.expected.push(format!("audit:{id}"));
+        }
+    }
+
+    /// New content, or the deletion of content from before the subscription.
+    fn change_jive(&mut self, sim: &JiveSimulator, rng: &mut StdRng) {
         let millis = Utc::now().timestamp_millis().max(self.last_ms + 1);
         self.last_ms = millis;
         let Some(at) = DateTime::<Utc>::from_timestamp_millis(millis) else {
@@ -124,15 +203,13 @@ impl Upstream {
             let id = self
                 .old_live
                 .swap_remove(rng.random_range(0..self.old_live.len()));
-            if let Some(deleted) = self.sim.delete_content(&id, at) {
+            if let Some(deleted) = sim.delete_content(&id, at) {
                 self.expected.push(format!("deleted:{deleted}"));
             }
             return;
         }
         let number = self.expected.len();
-        let id = self
-            .sim
-            .create_content(ContentSpec::new(format!("item {number}"), at));
+        let id = sim.create_content(ContentSpec::new(format!("item {number}"), at));
         self.expected.push(format!("{id}@{millis}"));
     }
 }
