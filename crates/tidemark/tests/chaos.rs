@@ -1,10 +1,11 @@
 //! The chaos test, short form (issue 8): three `tidemark serve` processes on one PostgreSQL
-//! database, 40 Jive subscriptions with activity flowing, and for 30 s nodes killed with
-//! `kill -9` (one, all at once, or while starting), frozen past their leases, their database
-//! connections cut, and the simulators misbehaving. Then every upstream change is in its
-//! stream exactly once and in order with sequence numbers 1..n, every reader saw every stream
-//! whole, ranges read below the watermark never changed, every subscription got a webhook
-//! after its last commit, every subscription was polled again, and no lease is left held.
+//! database, 40 subscriptions (Jive and Onna) with activity flowing, and for 30 s nodes killed
+//! with `kill -9` (one, all at once, or while starting), frozen past their leases, their
+//! database connections cut, the webhook receiver refusing, and the simulators misbehaving.
+//! Then every upstream change is in its stream exactly once and in order with sequence numbers
+//! 1..n, every reader saw every stream whole, ranges read below the watermark never changed,
+//! every subscription got a webhook after its last commit, every subscription was polled
+//! again, and no lease is left held.
 //!
 //! It runs `tidemark bench chaos` (the harness in `src/bench/chaos.rs`) with small flags; the
 //! long form is that command with its defaults (BENCHMARKS.md). Needs
