@@ -126,6 +126,7 @@ impl Nodes {
             .join(format!("node-{index}-{}.log", slot.generation));
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        self.logs.push(log_path);
         let child = Command::new(&settings.exe)
             .arg("serve")
             .args(["--db", &settings.db_url])
