@@ -4,15 +4,17 @@
 //!
 //! The workload only makes changes that are events in the upstream's API, so the expected
 //! stream is exact:
-//! - Jive: a new content item (`add`, id `<content id>@<updated ms>`) or the deletion of an
-//!   item that existed before the subscription began (`delete`, id `deleted:<deletedObject
+//! - Jive: a new content item (`add`, id `<content id>@<updated ms>`), sometimes a burst of
+//!   them with one timestamp (ties, split across pages of 5), or the deletion of an item that
+//!   existed before the subscription began (`delete`, id `deleted:<deletedObject
 //!   id>`). Edits are left out on purpose: polling sees states, and two edits between polls
 //!   are one `update`.
 //! - Onna: a record in the activity log (`activity:<_id>`, whole seconds) or in the audit log
 //!   (`audit:<_id>`, microseconds); the connector merges the two logs by time.
 //!
-//! Each simulator's timestamps strictly increase (at least 1 ms apart, and an activity-log
-//! record on the next whole second), so the expected order is the order of the changes. Now and then a simulator is also told to misbehave on its next
+//! Each simulator's changes are timestamped later than the one before (at least 1 ms, and an
+//! activity-log record on the next whole second), the items of a Jive burst alike, which Jive
+//! orders by id: the expected order is the order of the changes. Now and then a simulator is also told to misbehave on its next
 //! request (rate limit, 5xx, slow or broken answers), which must delay activity, never lose,
 //! repeat or reorder it.
 
@@ -32,6 +34,16 @@ const OLD_ITEMS: usize = 10;
 
 /// Of the workload's changes, about this share are deletions (while old items remain).
 const DELETE_SHARE: f64 = 0.25;
+
+/// Of Jive's new content, about this share comes in a burst of 2 to [`MAX_BURST`] items with
+/// one timestamp.
+const BURST_SHARE: f64 = 0.2;
+
+/// The largest burst: more than a page, so ties are split across pages.
+const MAX_BURST: usize = 12;
+
+/// Items per request of the Jive accounts (small, so polls take several pages).
+const JIVE_PAGE_SIZE: u64 = 5;
 
 /// After about this share of changes, the simulator's next request misbehaves (see
 /// [`random_fault`]).
@@ -129,7 +141,7 @@ impl Upstream {
                 "credentials": {"username": "admin", "password": "password"},
                 "poll_interval_seconds": 1,
                 "safety_lag_seconds": 1,
-                "page_size": 100,
+                "page_size": JIVE_PAGE_SIZE,
             }),
             Sim::Onna(sim) => json!({
                 "base_url": sim.base_url(),
@@ -208,9 +220,18 @@ impl Upstream {
             }
             return;
         }
-        let number = self.expected.len();
-        let id = sim.create_content(ContentSpec::new(format!("item {number}"), at));
-        self.expected.push(format!("{id}@{millis}"));
+        // Sometimes a burst of items with one timestamp (a bulk upload): ties, split across
+        // pages of JIVE_PAGE_SIZE, which Jive orders by content id, i.e. in creation order.
+        let burst = if rng.random_bool(BURST_SHARE) {
+            rng.random_range(2..=MAX_BURST)
+        } else {
+            1
+        };
+        for _ in 0..burst {
+            let number = self.expected.len();
+            let id = sim.create_content(ContentSpec::new(format!("item {number}"), at));
+            self.expected.push(format!("{id}@{millis}"));
+        }
     }
 }
 
