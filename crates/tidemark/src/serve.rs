@@ -24,6 +24,21 @@ pub struct ServeArgs {
     /// Polls run at once on this node.
     #[arg(long, env = "TIDEMARK_MAX_CONCURRENT_POLLS", default_value_t = 16)]
     max_concurrent_polls: usize,
+    /// How long a poll lease lasts: a node that dies holding one delays that subscription's
+    /// next poll by up to this long (other nodes take it over once it lapses).
+    #[arg(long, env = "TIDEMARK_LEASE_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_ttl_secs: u64,
+    /// Seconds to wait for a webhook endpoint's answer once connected (seed: 27). A claim on
+    /// a notification outlasts one attempt, so this also bounds how long a node that dies
+    /// mid-delivery delays that notification.
+    #[arg(long, env = "TIDEMARK_WEBHOOK_READ_TIMEOUT_SECS", default_value_t = 27,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    webhook_read_timeout_secs: u64,
+    /// How long a notifier's claim on a notification lasts (raised to outlast one attempt).
+    #[arg(long, env = "TIDEMARK_WEBHOOK_CLAIM_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    webhook_claim_ttl_secs: u64,
     /// On an empty database, use this as the first application's API key instead of minting
     /// one (for scripted set-ups).
     #[arg(long, env = "TIDEMARK_BOOTSTRAP_API_KEY", hide_env_values = true)]
@@ -37,7 +52,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Webhook delivery settings: the seed's schedule, trusting `--webhook-ca-file` too.
     fn webhook_config(&self) -> anyhow::Result<tidemark_notify::webhooks::NotifierConfig> {
-        let mut config = tidemark_notify::webhooks::NotifierConfig::default();
+        let mut config = tidemark_notify::webhooks::NotifierConfig {
+            read_timeout: std::time::Duration::from_secs(self.webhook_read_timeout_secs),
+            claim_ttl: std::time::Duration::from_secs(self.webhook_claim_ttl_secs),
+            ..tidemark_notify::webhooks::NotifierConfig::default()
+        };
         if let Some(path) = &self.webhook_ca_file {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("reading --webhook-ca-file {}", path.display()))?;
@@ -135,6 +154,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = EngineConfig {
         max_concurrent_polls: args.max_concurrent_polls,
+        lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs),
         ..EngineConfig::default()
     };
     if let Some(node_id) = args.node_id {

@@ -269,6 +269,23 @@ fn test_bad_database_urls_are_refused_clearly() {
 }
 
 #[test]
+fn test_lease_and_webhook_timeouts_out_of_range_are_refused_clearly() {
+    for (flag, value) in [
+        ("--lease-ttl-secs", "1"),
+        ("--webhook-read-timeout-secs", "0"),
+        ("--webhook-claim-ttl-secs", "soon"),
+    ] {
+        let output = tidemark()
+            .args(["serve", flag, value])
+            .output()
+            .expect("runs");
+        assert!(!output.status.success(), "{flag} {value} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
 fn test_a_bad_webhook_ca_file_is_refused_clearly() {
     let dir = tempfile::tempdir().expect("dir");
     let missing = dir.path().join("missing.pem");

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 mod api;
+mod chaos;
 mod ingest;
 mod ingest_pg;
 mod read;
@@ -30,6 +31,10 @@ pub enum BenchCommand {
     /// The parallel time-range tracker over HTTP: activities per second with 1, 4 and 16
     /// workers, and the speed-up over one worker.
     Track(track::TrackArgs),
+    /// Several `tidemark serve` processes on one PostgreSQL database, killed with `kill -9`
+    /// and restarted while activity flows; fails on any lost, repeated or misordered
+    /// activity, missed webhook or stuck lease.
+    Chaos(chaos::ChaosArgs),
 }
 
 /// Where benchmark databases are written.
@@ -58,6 +63,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(args) => api::run(args).await,
         BenchCommand::Webhooks(args) => webhooks::run(args).await,
         BenchCommand::Track(args) => track::run(args).await,
+        BenchCommand::Chaos(args) => chaos::run(args).await,
     }
 }
 
