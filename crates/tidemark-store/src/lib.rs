@@ -44,7 +44,10 @@ mod sqlite;
 pub mod testsuite;
 
 pub use migrate::{copy_sqlite_to_postgres, CopyProgress, CopyReport};
-pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE as POSTGRES_DEFAULT_POOL_SIZE};
+pub use postgres::{
+    url_with_database as postgres_url_with_database, PostgresStore,
+    DEFAULT_POOL_SIZE as POSTGRES_DEFAULT_POOL_SIZE,
+};
 pub use sqlite::SqliteStore;
 /// A parsed PostgreSQL connection URL (the driver's own parser).
 pub use tokio_postgres::Config as PostgresConfig;

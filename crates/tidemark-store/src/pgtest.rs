@@ -31,23 +31,6 @@ pub fn server_url() -> String {
     })
 }
 
-/// Replaces the database part of a `postgres://` URL.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
 async fn admin_connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -76,7 +59,7 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
         TestDatabase {
-            url: with_database(&admin_url, &name),
+            url: crate::postgres_url_with_database(&admin_url, &name),
             admin_url,
             name,
         }
@@ -106,23 +89,5 @@ impl Drop for TestDatabase {
             });
         });
         let _ = cleanup.join();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn test_with_database_replaces_only_the_path() {
-        assert_eq!(
-            with_database("postgres://u@127.0.0.1:5/postgres", "t1"),
-            "postgres://u@127.0.0.1:5/t1"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h/db?sslmode=disable", "t2"),
-            "postgres://u:p@h/t2?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h", "t3"), "postgres://h/t3");
     }
 }

@@ -165,6 +165,24 @@ impl PostgresStore {
     }
 }
 
+/// `url` with its database replaced by `name` (user, host, port and options kept): how tools
+/// reach another database on the same server, e.g. a scratch one.
+pub fn url_with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 /// `postgres://user@host:port/database`: where `config` points, without its password.
 pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
     let host = config
@@ -2013,5 +2031,23 @@ impl Store for PostgresStore {
             last_error: get(&row, 2)?,
             lease_holder: get(&row, 3)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_database;
+
+    #[test]
+    fn test_url_with_database_replaces_only_the_database() {
+        assert_eq!(
+            url_with_database("postgres://u@127.0.0.1:5/postgres", "t1"),
+            "postgres://u@127.0.0.1:5/t1"
+        );
+        assert_eq!(
+            url_with_database("postgres://u:p@h/db?sslmode=disable", "t2"),
+            "postgres://u:p@h/t2?sslmode=disable"
+        );
+        assert_eq!(url_with_database("postgres://h", "t3"), "postgres://h/t3");
     }
 }

@@ -803,7 +803,7 @@ impl TempDatabase {
                 format!("creating database {name} (may this user create databases?)")
             })?;
         Ok(TempDatabase {
-            url: with_database(server, &name),
+            url: tidemark_store::postgres_url_with_database(server, &name),
             server: server.to_owned(),
             name,
         })
@@ -825,39 +825,5 @@ impl TempDatabase {
         if let Err(error) = dropped {
             tracing::warn!(%error, database = %self.name, "could not drop the chaos database");
         }
-    }
-}
-
-/// Replaces the database part of a `postgres://` URL.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn test_with_database_replaces_only_the_path() {
-        assert_eq!(
-            with_database("postgres://u@127.0.0.1:5/postgres", "t1"),
-            "postgres://u@127.0.0.1:5/t1"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h/db?sslmode=disable", "t2"),
-            "postgres://u:p@h/t2?sslmode=disable"
-        );
     }
 }

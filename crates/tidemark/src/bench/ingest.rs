@@ -224,15 +224,7 @@ impl Baseline {
             // Serialization happens outside the timed section: the baseline measures the
             // database alone.
             let rows: Vec<(String, i64, String)> = (next..stop)
-                .map(|index| {
-                    let activity = synthetic::activity(1, index, self.base);
-                    let occurred = activity
-                        .timestamp
-                        .map(|t| t.timestamp_micros())
-                        .unwrap_or_default();
-                    let body = serde_json::to_string(&activity).unwrap_or_default();
-                    (activity.id, occurred, body)
-                })
+                .map(|index| synthetic::stored_row(index, self.base))
                 .collect();
             self.bytes += rows.iter().map(|r| r.2.len()).sum::<usize>();
             let timer = Instant::now();

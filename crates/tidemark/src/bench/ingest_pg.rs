@@ -27,26 +27,17 @@ use super::synthetic::{self, SyntheticConnector};
 pub(super) struct Scratch {
     admin: tokio_postgres::Client,
     names: Vec<String>,
-    base_url: String,
+    server_url: String,
 }
 
 impl Scratch {
     pub(super) async fn connect(url: &str) -> anyhow::Result<Self> {
         let (admin, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
-        let base_url = match url.split_once('?') {
-            Some((base, _)) => base.to_owned(),
-            None => url.to_owned(),
-        };
-        let authority = base_url.find("://").map_or(0, |i| i + 3);
-        let base_url = match base_url[authority..].find('/') {
-            Some(slash) => base_url[..authority + slash].to_owned(),
-            None => base_url,
-        };
         Ok(Scratch {
             admin,
             names: Vec::new(),
-            base_url,
+            server_url: url.to_owned(),
         })
     }
 
@@ -61,7 +52,10 @@ impl Scratch {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
         self.names.push(name.clone());
-        Ok(format!("{}/{name}", self.base_url))
+        Ok(tidemark_store::postgres_url_with_database(
+            &self.server_url,
+            &name,
+        ))
     }
 
     pub(super) async fn drop_all(self) {
@@ -200,8 +194,7 @@ impl Cluster {
         drop(notices_tx);
         let timer = Instant::now();
         let mut remaining = std::collections::HashMap::new();
-        for (index, (&id, upstream)) in self.subscriptions.iter().zip(&self.upstreams).enumerate()
-        {
+        for (index, (&id, upstream)) in self.subscriptions.iter().zip(&self.upstreams).enumerate() {
             let index = index as u64;
             let target = end * (index + 1) / shares - end * index / shares;
             upstream.available.store(target, Ordering::SeqCst);
@@ -283,15 +276,7 @@ impl Baseline {
     /// Rows `start..end`, serialized (outside the timing).
     fn rows(&mut self, start: u64, end: u64) -> Vec<Row3> {
         let rows: Vec<Row3> = (start..end)
-            .map(|index| {
-                let activity = synthetic::activity(1, index, self.base);
-                let occurred = activity
-                    .timestamp
-                    .map(|t| t.timestamp_micros())
-                    .unwrap_or_default();
-                let body = serde_json::to_string(&activity).unwrap_or_default();
-                (activity.id, occurred, body)
-            })
+            .map(|index| synthetic::stored_row(index, self.base))
             .collect();
         self.bytes += rows.iter().map(|r| r.2.len()).sum::<usize>();
         rows

@@ -55,6 +55,18 @@ pub fn activity(account: i64, index: u64, base: DateTime<Utc>) -> Activity {
     activity
 }
 
+/// Upstream event `index` as the store keeps it, for the bare-insert baselines: its activity
+/// id, timestamp (epoch microseconds) and JSON.
+pub fn stored_row(index: u64, base: DateTime<Utc>) -> (String, i64, String) {
+    let activity = activity(1, index, base);
+    let occurred = activity
+        .timestamp
+        .map(|t| t.timestamp_micros())
+        .unwrap_or_default();
+    let body = serde_json::to_string(&activity).unwrap_or_default();
+    (activity.id, occurred, body)
+}
+
 /// Pages through the synthetic upstream events that are `available`, `page` per poll; the
 /// checkpoint is the number of events already returned.
 pub struct SyntheticConnector {
