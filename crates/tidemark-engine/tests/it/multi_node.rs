@@ -99,6 +99,9 @@ fn config(node: &str, lease_ttl: Duration) -> EngineConfig {
     EngineConfig {
         node_id: node.to_owned(),
         lease_ttl,
+        // Fewer slots than subscriptions, so no two nodes can hold every subscription between
+        // them and leave the third idle: each has to take its share.
+        max_concurrent_polls: 4,
         tick: Duration::from_millis(20),
         wake_debounce: Duration::from_millis(5),
         backoff: Backoff {
@@ -239,7 +242,8 @@ async fn test_three_nodes_share_subscriptions_and_never_poll_one_twice_at_once()
 async fn test_a_dead_nodes_subscriptions_are_taken_over_within_one_lease_period() {
     let database = TestDatabase::create().await;
     let store = Arc::new(PostgresStore::connect(&database.url).await.expect("store"));
-    let ids = subscriptions(&store, 5).await;
+    // As many as one node has poll slots, so node A leases them all.
+    let ids = subscriptions(&store, 4).await;
     let ledger = Arc::new(Ledger::default());
     let lease_ttl = Duration::from_secs(2);
     // Node A runs on a runtime of its own, with a store (connections) of its own: it leases
