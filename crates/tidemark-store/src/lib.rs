@@ -26,6 +26,10 @@
 //!   that stalled past its lease cannot overwrite a newer checkpoint.
 //! - **Retention**: activity committed more than `retention_days` ago is pruned in bounded
 //!   batches; `total` counts what is retained.
+//! - **Outboxes**: webhook endpoints and broker destinations keep their own position in each
+//!   subscription's stream, derived from committed activity (nothing to lose between commit
+//!   and send), claimed one (endpoint or destination, subscription) at a time with fencing, and
+//!   moved only forward once the receiver or broker acknowledged.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -540,6 +544,132 @@ pub struct AttemptQuery {
     pub limit: usize,
 }
 
+/// A broker destination of an application (NATS JetStream, RabbitMQ, Redis Streams).
+///
+/// The store keeps what the notifier validated; `target` holds the kind's own settings
+/// (connection URL, stream or exchange, subject or routing-key prefix).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// Numeric id.
+    pub id: i64,
+    /// The owning application.
+    pub application_id: ApplicationId,
+    /// `nats`, `rabbitmq` or `redis`.
+    pub kind: String,
+    /// The kind's settings.
+    pub target: Value,
+    /// EventBridge-style event pattern, evaluated per activity; `None` publishes everything.
+    pub filter: Option<Value>,
+    /// `v1`, `v2` or `both`: which rendering of the activity messages carry.
+    pub payload: String,
+    /// Most activities in one message.
+    pub batch_size: u32,
+    /// Disabled destinations are not published to (their positions are kept).
+    pub enabled: bool,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When it last changed.
+    pub modified: DateTime<Utc>,
+}
+
+/// A new destination.
+#[derive(Debug, Clone)]
+pub struct NewDestination {
+    /// The owning application.
+    pub application_id: ApplicationId,
+    /// `nats`, `rabbitmq` or `redis`.
+    pub kind: String,
+    /// The kind's settings.
+    pub target: Value,
+    /// Event pattern, if any.
+    pub filter: Option<Value>,
+    /// `v1`, `v2` or `both`.
+    pub payload: String,
+    /// Most activities in one message.
+    pub batch_size: u32,
+}
+
+/// Changes to a destination; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct DestinationPatch {
+    /// New settings.
+    pub target: Option<Value>,
+    /// New filter (`Some(None)` removes it).
+    pub filter: Option<Option<Value>>,
+    /// New payload rendering.
+    pub payload: Option<String>,
+    /// New batch size.
+    pub batch_size: Option<u32>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+/// Activity of one subscription waiting to be published to one destination, claimed by one
+/// publisher: at most one claim per (destination, subscription) is in flight, so a batch is
+/// never published before the previous one was acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuePublication {
+    /// The destination.
+    pub destination: Destination,
+    /// The subscription with activity to publish.
+    pub subscription_id: SubscriptionId,
+    /// Its account.
+    pub account_id: AccountId,
+    /// The destination's position: everything up to it is acknowledged by the broker.
+    pub after_sequence: u64,
+    /// The subscription's last sequence when the claim was taken.
+    pub through_sequence: u64,
+    /// Failed attempts in a row before this one.
+    pub attempts: u32,
+    /// When the current run of failures began.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Fencing token of the claim.
+    pub claim_token: i64,
+}
+
+/// How a claimed publication ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicationOutcome {
+    /// The broker acknowledged everything through `through` (or it matched no filter): the
+    /// position moves there. Activity after it stays due.
+    Published {
+        /// The last sequence acknowledged (or passed over as unmatched).
+        through: u64,
+    },
+    /// Publishing failed; try again at `retry_at` from the same position.
+    Failed {
+        /// When to try again.
+        retry_at: DateTime<Utc>,
+    },
+}
+
+/// One publish attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationAttempt {
+    /// Numeric id (increasing).
+    pub id: i64,
+    /// The destination.
+    pub destination_id: i64,
+    /// The subscription published from.
+    pub subscription_id: SubscriptionId,
+    /// Its account.
+    pub account_id: AccountId,
+    /// The first sequence the message covered.
+    pub first_sequence: u64,
+    /// The last sequence the message covered.
+    pub last_sequence: u64,
+    /// Activities in the message (those that matched the filter).
+    pub published: u32,
+    /// When the attempt started.
+    pub started_at: DateTime<Utc>,
+    /// How long until the broker answered.
+    pub latency: std::time::Duration,
+    /// Whether the broker acknowledged it.
+    pub success: bool,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
 /// How a poll ended, recorded when its lease is released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollResult {
@@ -861,6 +991,50 @@ pub trait Store: Send + Sync + 'static {
     /// has not been told about since, due again at once (its back-off and any give-up
     /// forgotten). Returns how many.
     async fn recover_webhook(&self, endpoint_id: i64, since: DateTime<Utc>) -> StoreResult<u64>;
+
+    // ---- broker destinations -----------------------------------------------------------
+
+    /// Creates a destination. Like a webhook endpoint, it is told about activity committed
+    /// from now on: every existing subscription of the application starts at its current
+    /// sequence.
+    async fn create_destination(&self, destination: NewDestination) -> StoreResult<Destination>;
+    /// An application's destinations, by id.
+    async fn list_destinations(
+        &self,
+        application_id: ApplicationId,
+    ) -> StoreResult<Vec<Destination>>;
+    /// One destination.
+    async fn get_destination(&self, id: i64) -> StoreResult<Destination>;
+    /// Changes a destination.
+    async fn update_destination(
+        &self,
+        id: i64,
+        patch: DestinationPatch,
+    ) -> StoreResult<Destination>;
+    /// Deletes a destination with its positions and attempts.
+    async fn delete_destination(&self, id: i64) -> StoreResult<()>;
+    /// Claims up to `limit` (destination, subscription) pairs with unpublished activity, due
+    /// at `now`, until `now + ttl`; at most one claim per pair is ever unexpired.
+    async fn claim_due_publications(
+        &self,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<DuePublication>>;
+    /// Records how a claimed publication ended (moving the position only forward), and its
+    /// attempt if one was made. A claim taken over meanwhile changes nothing but the log.
+    async fn finish_publication(
+        &self,
+        due: &DuePublication,
+        outcome: PublicationOutcome,
+        attempt: Option<DestinationAttempt>,
+    ) -> StoreResult<()>;
+    /// A destination's attempts, newest first.
+    async fn list_destination_attempts(
+        &self,
+        destination_id: i64,
+        query: AttemptQuery,
+    ) -> StoreResult<Vec<DestinationAttempt>>;
 
     // ---- checkpoints, leases and scheduling --------------------------------------------
 

@@ -53,6 +53,7 @@ macro_rules! store_test_suite {
             test_time_ranges_read_in_timestamp_order_and_resume_after_a_position,
             test_backfill_jobs_are_claimed_once_and_commit_with_their_position,
             test_an_application_created_with_its_key_is_usable_at_once,
+            test_destinations_publish_once_per_subscription_and_move_only_forward,
         );
     };
     (@tests $factory:ident; $($name:ident,)*) => {
@@ -1556,5 +1557,277 @@ pub async fn test_an_application_created_with_its_key_is_usable_at_once<S: Store
             .expect("keys")
             .len(),
         1
+    );
+}
+
+fn new_destination(application_id: i64) -> crate::NewDestination {
+    crate::NewDestination {
+        application_id,
+        kind: "nats".into(),
+        target: json!({"url": "nats://127.0.0.1:4222", "stream": "TIDEMARK", "subject": "tidemark"}),
+        filter: None,
+        payload: "both".into(),
+        batch_size: 100,
+    }
+}
+
+fn destination_attempt(
+    due: &crate::DuePublication,
+    through: u64,
+    success: bool,
+) -> crate::DestinationAttempt {
+    crate::DestinationAttempt {
+        id: 0,
+        destination_id: due.destination.id,
+        subscription_id: due.subscription_id,
+        account_id: due.account_id,
+        first_sequence: due.after_sequence + 1,
+        last_sequence: through,
+        published: u32::try_from(through - due.after_sequence).unwrap_or(u32::MAX),
+        started_at: Utc::now(),
+        latency: Duration::from_millis(3),
+        success,
+        error: (!success).then(|| "broker unreachable".to_owned()),
+    }
+}
+
+/// A broker destination publishes activity committed from its creation on; each
+/// (destination, subscription) has at most one claim in flight; the position moves only when
+/// a publication is acknowledged (and only forward), a failure retries from the same position
+/// at its time, a stale claim changes nothing, and every attempt is logged.
+pub async fn test_destinations_publish_once_per_subscription_and_move_only_forward<S: Store>(
+    store: Arc<S>,
+) {
+    use crate::{DestinationPatch, PublicationOutcome};
+    let subscription = setup(&*store).await;
+    let account = store
+        .get_account(subscription.account)
+        .await
+        .expect("account");
+    store
+        .commit(batch(&subscription, &["before1", "before2"], None))
+        .await
+        .expect("commit");
+    let destination = store
+        .create_destination(new_destination(account.application_id))
+        .await
+        .expect("destination");
+    assert_eq!(destination.kind, "nats");
+    assert_eq!(destination.target["stream"], "TIDEMARK");
+    assert_eq!(destination.batch_size, 100);
+    assert!(destination.enabled);
+    let ttl = Duration::from_secs(30);
+    let claim = |at: chrono::DateTime<Utc>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .claim_due_publications(at, ttl, 100)
+                .await
+                .expect("claim")
+        }
+    };
+    assert!(
+        claim(Utc::now()).await.is_empty(),
+        "activity from before the destination is not published"
+    );
+    store
+        .commit(batch(&subscription, &["a", "b", "c", "d"], None))
+        .await
+        .expect("commit");
+    let due = claim(Utc::now()).await;
+    assert_eq!(due.len(), 1);
+    let first = due[0].clone();
+    assert_eq!(
+        (first.after_sequence, first.through_sequence, first.attempts),
+        (2, 6, 0)
+    );
+    assert_eq!(first.destination, destination);
+    assert!(
+        claim(Utc::now()).await.is_empty(),
+        "one claim in flight per (destination, subscription)"
+    );
+
+    // A failure: not due before its time, then due again from the same position.
+    let retry_at = Utc::now() + chrono::Duration::seconds(60);
+    store
+        .finish_publication(
+            &first,
+            PublicationOutcome::Failed { retry_at },
+            Some(destination_attempt(&first, 6, false)),
+        )
+        .await
+        .expect("finish");
+    assert!(claim(Utc::now()).await.is_empty(), "backing off");
+    let due = claim(retry_at + chrono::Duration::seconds(1)).await;
+    assert_eq!(due.len(), 1);
+    let retry = due[0].clone();
+    assert_eq!((retry.after_sequence, retry.attempts), (2, 1));
+    assert!(retry.failing_since.is_some());
+
+    // The first claim was taken over: finishing it changes nothing.
+    store
+        .finish_publication(&first, PublicationOutcome::Published { through: 6 }, None)
+        .await
+        .expect("stale finish is a no-op");
+    // Acknowledged through 4 (a batch limit): the rest stays due.
+    store
+        .finish_publication(
+            &retry,
+            PublicationOutcome::Published { through: 4 },
+            Some(destination_attempt(&retry, 4, true)),
+        )
+        .await
+        .expect("finish");
+    let due = claim(Utc::now()).await;
+    assert_eq!(due.len(), 1);
+    let rest = due[0].clone();
+    assert_eq!(
+        (rest.after_sequence, rest.through_sequence, rest.attempts),
+        (4, 6, 0)
+    );
+    assert!(rest.failing_since.is_none());
+    // The position never moves back.
+    store
+        .finish_publication(&rest, PublicationOutcome::Published { through: 3 }, None)
+        .await
+        .expect("finish");
+    let due = claim(Utc::now()).await;
+    assert_eq!(due[0].after_sequence, 4);
+    store
+        .finish_publication(&due[0], PublicationOutcome::Published { through: 6 }, None)
+        .await
+        .expect("finish");
+    assert!(claim(Utc::now()).await.is_empty(), "all published");
+
+    // A subscription created after the destination is published from its start; another
+    // application's activity never is.
+    let second_account = store
+        .create_account(NewAccount {
+            application_id: account.application_id,
+            service: "local".into(),
+            admin: false,
+            config: json!({"path": "/tmp"}),
+            token_digest: None,
+        })
+        .await
+        .expect("account");
+    let later = store
+        .create_subscription(NewSubscription::changes(second_account.id))
+        .await
+        .expect("subscription");
+    store
+        .commit(batch(&later, &["x"], None))
+        .await
+        .expect("commit");
+    let stranger = setup(&*store).await;
+    store
+        .commit(batch(&stranger, &["y"], None))
+        .await
+        .expect("commit");
+    let due = claim(Utc::now()).await;
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(
+        (
+            due[0].subscription_id,
+            due[0].after_sequence,
+            due[0].through_sequence
+        ),
+        (later.id, 0, 1)
+    );
+    store
+        .finish_publication(&due[0], PublicationOutcome::Published { through: 1 }, None)
+        .await
+        .expect("finish");
+
+    // A disabled destination is not published to; its position is kept.
+    let disabled = store
+        .update_destination(
+            destination.id,
+            DestinationPatch {
+                enabled: Some(false),
+                filter: Some(Some(
+                    json!({"detail": {"activity": {"v1": {"type": ["add"]}}}}),
+                )),
+                ..DestinationPatch::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert!(!disabled.enabled);
+    assert!(disabled.filter.is_some());
+    store
+        .commit(batch(&subscription, &["e"], None))
+        .await
+        .expect("commit");
+    assert!(claim(Utc::now()).await.is_empty(), "disabled");
+    store
+        .update_destination(
+            destination.id,
+            DestinationPatch {
+                enabled: Some(true),
+                ..DestinationPatch::default()
+            },
+        )
+        .await
+        .expect("update");
+    let due = claim(Utc::now()).await;
+    assert_eq!(
+        (due.len(), due[0].after_sequence, due[0].through_sequence),
+        (1, 6, 7)
+    );
+
+    let attempts = store
+        .list_destination_attempts(
+            destination.id,
+            crate::AttemptQuery {
+                limit: 10,
+                ..crate::AttemptQuery::default()
+            },
+        )
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 2, "newest first");
+    assert!(attempts[0].success && !attempts[1].success);
+    assert_eq!(
+        (attempts[0].first_sequence, attempts[0].last_sequence),
+        (3, 4)
+    );
+    assert_eq!(attempts[1].error.as_deref(), Some("broker unreachable"));
+    let failures = store
+        .list_destination_attempts(
+            destination.id,
+            crate::AttemptQuery {
+                success: Some(false),
+                limit: 10,
+                ..crate::AttemptQuery::default()
+            },
+        )
+        .await
+        .expect("attempts");
+    assert_eq!(failures.len(), 1);
+
+    assert_eq!(
+        store
+            .list_destinations(account.application_id)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    store
+        .delete_destination(destination.id)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        store.get_destination(destination.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_destination(destination.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        claim(Utc::now()).await.is_empty(),
+        "gone with its positions"
     );
 }

@@ -34,6 +34,8 @@ struct Fixture {
     held_lease: Lease,
     /// A webhook notification in flight at the time of the copy.
     in_flight_claim: tidemark_store::DueNotification,
+    /// A broker publication in flight at the time of the copy.
+    in_flight_publication: tidemark_store::DuePublication,
     /// A backfill job claimed at the time of the copy, and its claim token.
     claimed_backfill: (i64, i64),
     /// A cursor minted by the SQLite store.
@@ -328,6 +330,71 @@ async fn populate(store: &SqliteStore) -> Fixture {
         .expect("claim");
     assert_eq!(in_flight.len(), 1, "a claim in flight at the copy");
 
+    // A broker destination: a failed attempt, an acknowledged one, and a claim in flight.
+    let destination = store
+        .create_destination(tidemark_store::NewDestination {
+            application_id: busy_app.id,
+            kind: "redis".into(),
+            target: json!({"url": "redis://127.0.0.1:6379", "stream": "tidemark"}),
+            filter: Some(json!({"detail": {"activity": {"v1": {"type": ["add"]}}}})),
+            payload: "v2".into(),
+            batch_size: 50,
+        })
+        .await
+        .expect("destination");
+    busy_count += append(vec!["d-1".into(), "d-2".into()]).await.appended as u64;
+    let publication_attempt =
+        |due: &tidemark_store::DuePublication, success: bool| tidemark_store::DestinationAttempt {
+            id: 0,
+            destination_id: destination.id,
+            subscription_id: busy.id,
+            account_id: bob.id,
+            first_sequence: due.after_sequence + 1,
+            last_sequence: due.through_sequence,
+            published: 2,
+            started_at: Utc::now(),
+            latency: Duration::from_micros(2_345),
+            success,
+            error: (!success).then(|| "connection refused".to_owned()),
+        };
+    let publish_retry = Utc::now() + chrono::Duration::seconds(60);
+    let due = store
+        .claim_due_publications(Utc::now(), TTL, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 1);
+    store
+        .finish_publication(
+            &due[0],
+            tidemark_store::PublicationOutcome::Failed {
+                retry_at: publish_retry,
+            },
+            Some(publication_attempt(&due[0], false)),
+        )
+        .await
+        .expect("finish");
+    let due = store
+        .claim_due_publications(publish_retry + chrono::Duration::seconds(1), TTL, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 1);
+    store
+        .finish_publication(
+            &due[0],
+            tidemark_store::PublicationOutcome::Published {
+                through: due[0].through_sequence,
+            },
+            Some(publication_attempt(&due[0], true)),
+        )
+        .await
+        .expect("finish");
+    busy_count += append(vec!["d-3".into()]).await.appended as u64;
+    let publishing = store
+        .claim_due_publications(publish_retry + chrono::Duration::seconds(2), TTL, 10)
+        .await
+        .expect("claim");
+    assert_eq!(publishing.len(), 1, "a publication in flight at the copy");
+
     // Backfill: one job claimed with a step committed, one pending.
     let job = store
         .create_backfill(pruned.id, base - chrono::Duration::days(2), base)
@@ -367,6 +434,7 @@ async fn populate(store: &SqliteStore) -> Fixture {
         busy,
         held_lease,
         in_flight_claim: in_flight[0].clone(),
+        in_flight_publication: publishing[0].clone(),
         claimed_backfill: (job.id, claim.claim_token),
         cursor,
         busy_count,
@@ -414,6 +482,28 @@ async fn assert_stores_equal(sqlite: &SqliteStore, postgres: &PostgresStore, fix
             assert_eq!(
                 postgres
                     .list_webhook_attempts(endpoint.id, query())
+                    .await
+                    .expect("attempts"),
+                attempts
+            );
+        }
+        assert_eq!(
+            postgres.list_destinations(id).await.expect("destinations"),
+            sqlite.list_destinations(id).await.expect("destinations")
+        );
+        for destination in sqlite.list_destinations(id).await.expect("destinations") {
+            let query = || AttemptQuery {
+                limit: 100,
+                ..AttemptQuery::default()
+            };
+            let attempts = sqlite
+                .list_destination_attempts(destination.id, query())
+                .await
+                .expect("attempts");
+            assert_eq!(attempts.len(), 2);
+            assert_eq!(
+                postgres
+                    .list_destination_attempts(destination.id, query())
                     .await
                     .expect("attempts"),
                 attempts
@@ -639,6 +729,23 @@ async fn assert_copy_continues(postgres: &PostgresStore, fixture: &Fixture) {
     );
     assert!(due[0].claim_token > old.claim_token);
 
+    // So was the publication in flight: claimable at once, from the acknowledged position.
+    let publications = postgres
+        .claim_due_publications(Utc::now() + chrono::Duration::minutes(5), TTL, 10)
+        .await
+        .expect("claim");
+    assert_eq!(publications.len(), 1);
+    let old = &fixture.in_flight_publication;
+    assert_eq!(
+        (
+            publications[0].destination.id,
+            publications[0].subscription_id,
+            publications[0].after_sequence
+        ),
+        (old.destination.id, old.subscription_id, old.after_sequence)
+    );
+    assert!(publications[0].claim_token > old.claim_token);
+
     // The claimed backfill job can be taken over at once; its old claim is fenced out.
     let (job, old_token) = fixture.claimed_backfill;
     let claim = postgres
@@ -751,6 +858,9 @@ async fn test_migrate_round_trips_every_table_and_the_copy_works_on() {
         ("webhook_deliveries", 1),
         ("webhook_attempts", 2),
         ("backfill_jobs", 2),
+        ("destinations", 1),
+        ("destination_positions", 1),
+        ("destination_attempts", 2),
     ];
     assert_eq!(report.tables, expected);
     for (table, rows) in expected {

@@ -7,8 +7,10 @@ use super::PgErrorExt as _;
 use crate::{StoreError, StoreResult};
 
 /// Every migration in order; the index + 1 is the schema version it produces.
-pub(super) const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/postgres/0001_initial.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../migrations/postgres/0002_destinations.sql"),
+];
 
 /// The advisory lock key that serializes migrations ("tidemark" in ASCII, as an i64).
 const MIGRATION_LOCK: i64 = 0x7469_6465_6d61_726b;

@@ -36,8 +36,9 @@ use tokio_postgres::Row;
 
 use crate::{
     AccountPatch, ActivityPage, ApiKey, AttemptQuery, BackfillClaim, BackfillJob, BackfillState,
-    BackfillStep, CommitBatch, CommitOutcome, DueNotification, JsonPage, Lease, NewAccount,
-    NewSubscription, NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, RangePage,
+    BackfillStep, CommitBatch, CommitOutcome, Destination, DestinationAttempt, DestinationPatch,
+    DueNotification, DuePublication, JsonPage, Lease, NewAccount, NewDestination, NewSubscription,
+    NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, PublicationOutcome, RangePage,
     RangePosition, SecretDigest, Store, StoreError, StoreResult, StoredActivity, TimeRange,
     WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
@@ -752,6 +753,108 @@ async fn finish_notification_in(
             &[&endpoint_id, &subscription_id, &token, &through],
         )
         .await?,
+    };
+    Ok(())
+}
+
+const DESTINATION_COLUMNS: &str =
+    "id, application_id, kind, target, filter, payload, batch_size, enabled, created, modified";
+
+fn destination_from_row(row: &Row) -> StoreResult<Destination> {
+    let filter: Option<&str> = get(row, 4)?;
+    let filter = filter
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("destination filter: {e}")))?;
+    Ok(Destination {
+        id: get(row, 0)?,
+        application_id: get(row, 1)?,
+        kind: get(row, 2)?,
+        target: json(row, 3)?,
+        filter,
+        payload: get(row, 5)?,
+        batch_size: small(row, 6)?,
+        enabled: get(row, 7)?,
+        created: time(row, 8)?,
+        modified: time(row, 9)?,
+    })
+}
+
+async fn get_destination_in(c: &impl GenericClient, id: i64) -> StoreResult<Destination> {
+    let row = query_opt(
+        c,
+        &format!("SELECT {DESTINATION_COLUMNS} FROM destinations WHERE id = $1"),
+        &[&id],
+    )
+    .await?
+    .ok_or(StoreError::NotFound("destination"))?;
+    destination_from_row(&row)
+}
+
+fn json_text(value: &Value) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Records how one claimed publication ended (see [`Store::finish_publication`]).
+async fn finish_publication_in(
+    tx: &impl GenericClient,
+    due: &DuePublication,
+    outcome: PublicationOutcome,
+    attempt: Option<&DestinationAttempt>,
+) -> StoreResult<()> {
+    let (destination_id, subscription_id, token) =
+        (due.destination.id, due.subscription_id, due.claim_token);
+    if let Some(attempt) = attempt {
+        execute(
+            tx,
+            "INSERT INTO destination_attempts (destination_id, subscription_id, account_id, \
+             first_sequence, last_sequence, published, started_at, latency_us, success, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &attempt.destination_id,
+                &attempt.subscription_id,
+                &attempt.account_id,
+                &to_i64(attempt.first_sequence),
+                &to_i64(attempt.last_sequence),
+                &i64::from(attempt.published),
+                &micros(attempt.started_at),
+                &i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
+                &attempt.success,
+                &attempt.error,
+            ],
+        )
+        .await?;
+    }
+    match outcome {
+        PublicationOutcome::Published { through } => {
+            execute(
+                tx,
+                "UPDATE destination_positions SET \
+                 published_sequence = GREATEST(published_sequence, $4), attempts = 0, \
+                 failing_since = NULL, next_attempt_at = 0, claimed_until = NULL \
+                 WHERE destination_id = $1 AND subscription_id = $2 AND claim_token = $3",
+                &[&destination_id, &subscription_id, &token, &to_i64(through)],
+            )
+            .await?
+        }
+        PublicationOutcome::Failed { retry_at } => {
+            let started = attempt.map_or_else(|| micros(Utc::now()), |a| micros(a.started_at));
+            execute(
+                tx,
+                "UPDATE destination_positions SET attempts = attempts + 1, \
+                 failing_since = COALESCE(failing_since, $4), next_attempt_at = $5, \
+                 claimed_until = NULL \
+                 WHERE destination_id = $1 AND subscription_id = $2 AND claim_token = $3",
+                &[
+                    &destination_id,
+                    &subscription_id,
+                    &token,
+                    &started,
+                    &micros(retry_at),
+                ],
+            )
+            .await?
+        }
     };
     Ok(())
 }
@@ -1866,6 +1969,271 @@ impl Store for PostgresStore {
              AND d.notified_sequence < (SELECT last_sequence FROM subscriptions s \
                WHERE s.id = d.subscription_id)",
             &[&endpoint_id, &micros(since)],
+        )
+        .await
+    }
+
+    // ---- broker destinations -----------------------------------------------------------
+
+    async fn create_destination(&self, destination: NewDestination) -> StoreResult<Destination> {
+        let target = json_text(&destination.target)?;
+        let filter = destination.filter.as_ref().map(json_text).transpose()?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        get_application_in(&tx, destination.application_id).await?;
+        let row = query_one(
+            &tx,
+            &format!(
+                "INSERT INTO destinations (application_id, kind, target, filter, payload, \
+                 batch_size, enabled, created, modified) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7, $7) \
+                 RETURNING {DESTINATION_COLUMNS}"
+            ),
+            &[
+                &destination.application_id,
+                &destination.kind,
+                &target,
+                &filter,
+                &destination.payload,
+                &i64::from(destination.batch_size),
+                &micros(Utc::now()),
+            ],
+        )
+        .await?;
+        let created = destination_from_row(&row)?;
+        // Told about activity committed from now on.
+        execute(
+            &tx,
+            "INSERT INTO destination_positions (destination_id, subscription_id, published_sequence) \
+             SELECT $1, s.id, s.last_sequence FROM subscriptions s \
+             JOIN accounts a ON a.id = s.account_id WHERE a.application_id = $2",
+            &[&created.id, &destination.application_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn list_destinations(
+        &self,
+        application_id: ApplicationId,
+    ) -> StoreResult<Vec<Destination>> {
+        list_rows(
+            &self.client().await?,
+            &format!(
+                "SELECT {DESTINATION_COLUMNS} FROM destinations WHERE application_id = $1 ORDER BY id"
+            ),
+            &[&application_id],
+            destination_from_row,
+        )
+        .await
+    }
+
+    async fn get_destination(&self, id: i64) -> StoreResult<Destination> {
+        get_destination_in(&self.client().await?, id).await
+    }
+
+    async fn update_destination(
+        &self,
+        id: i64,
+        patch: DestinationPatch,
+    ) -> StoreResult<Destination> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let current = destination_from_row(
+            &query_opt(
+                &tx,
+                &format!("SELECT {DESTINATION_COLUMNS} FROM destinations WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound("destination"))?,
+        )?;
+        let target = json_text(&patch.target.unwrap_or(current.target))?;
+        let filter = patch
+            .filter
+            .unwrap_or(current.filter)
+            .as_ref()
+            .map(json_text)
+            .transpose()?;
+        let row = query_one(
+            &tx,
+            &format!(
+                "UPDATE destinations SET target = $2, filter = $3, payload = $4, batch_size = $5, \
+                 enabled = $6, modified = $7 WHERE id = $1 RETURNING {DESTINATION_COLUMNS}"
+            ),
+            &[
+                &id,
+                &target,
+                &filter,
+                &patch.payload.unwrap_or(current.payload),
+                &i64::from(patch.batch_size.unwrap_or(current.batch_size)),
+                &patch.enabled.unwrap_or(current.enabled),
+                &micros(Utc::now()),
+            ],
+        )
+        .await?;
+        let updated = destination_from_row(&row)?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn delete_destination(&self, id: i64) -> StoreResult<()> {
+        if execute(
+            &self.client().await?,
+            "DELETE FROM destinations WHERE id = $1",
+            &[&id],
+        )
+        .await?
+            == 0
+        {
+            return Err(StoreError::NotFound("destination"));
+        }
+        Ok(())
+    }
+
+    async fn claim_due_publications(
+        &self,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<DuePublication>> {
+        let claimed_until = micros(ttl_after(now, ttl));
+        let now = micros(now);
+        let mut client = self.client().await?;
+        let candidates = query(
+            &client,
+            "SELECT d.id, s.id, s.account_id, s.last_sequence, \
+             COALESCE(p.published_sequence, 0), COALESCE(p.attempts, 0), p.failing_since \
+             FROM destinations d \
+             JOIN accounts a ON a.application_id = d.application_id \
+             JOIN subscriptions s ON s.account_id = a.id \
+             LEFT JOIN destination_positions p ON p.destination_id = d.id AND p.subscription_id = s.id \
+             WHERE d.enabled AND s.last_sequence > COALESCE(p.published_sequence, 0) \
+             AND COALESCE(p.next_attempt_at, 0) <= $1 \
+             AND (p.claimed_until IS NULL OR p.claimed_until <= $1) \
+             ORDER BY COALESCE(p.next_attempt_at, 0), s.id, d.id LIMIT $2",
+            &[&now, &i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+        .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One lock order, (destination, subscription), for every publisher.
+        let mut wanted: Vec<(i64, i64, i64, i64)> = candidates
+            .iter()
+            .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 4)?, get(row, 5)?)))
+            .collect::<StoreResult<_>>()?;
+        wanted.sort_unstable();
+        let tx = client.transaction().await?;
+        // Claimed only if, under the row's lock, nobody holds it and it is still at the
+        // position and attempt count the scan saw.
+        let claimed = query(
+            &tx,
+            "INSERT INTO destination_positions AS p (destination_id, subscription_id, \
+               published_sequence, attempts, claimed_until, claim_token) \
+             SELECT w.destination_id, w.subscription_id, w.after, w.attempts, $5, 1 \
+               FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[]) \
+                 WITH ORDINALITY AS w(destination_id, subscription_id, after, attempts, ord) \
+               ORDER BY w.ord \
+             ON CONFLICT (destination_id, subscription_id) DO UPDATE SET \
+               claimed_until = excluded.claimed_until, claim_token = p.claim_token + 1 \
+             WHERE (p.claimed_until IS NULL OR p.claimed_until <= $6) \
+               AND p.published_sequence = excluded.published_sequence \
+               AND p.attempts = excluded.attempts \
+             RETURNING p.destination_id, p.subscription_id, p.claim_token",
+            &[
+                &wanted.iter().map(|w| w.0).collect::<Vec<i64>>(),
+                &wanted.iter().map(|w| w.1).collect::<Vec<i64>>(),
+                &wanted.iter().map(|w| w.2).collect::<Vec<i64>>(),
+                &wanted.iter().map(|w| w.3).collect::<Vec<i64>>(),
+                &claimed_until,
+                &now,
+            ],
+        )
+        .await?;
+        let mut tokens = HashMap::with_capacity(claimed.len());
+        for row in &claimed {
+            let key: (i64, i64) = (get(row, 0)?, get(row, 1)?);
+            tokens.insert(key, get::<i64>(row, 2)?);
+        }
+        let mut destinations: HashMap<i64, Destination> = HashMap::new();
+        let mut due = Vec::with_capacity(tokens.len());
+        for row in &candidates {
+            let key: (i64, i64) = (get(row, 0)?, get(row, 1)?);
+            let Some(&claim_token) = tokens.get(&key) else {
+                continue;
+            };
+            let destination = match destinations.get(&key.0) {
+                Some(destination) => destination.clone(),
+                None => {
+                    let destination = get_destination_in(&tx, key.0).await?;
+                    destinations.insert(key.0, destination.clone());
+                    destination
+                }
+            };
+            due.push(DuePublication {
+                destination,
+                subscription_id: key.1,
+                account_id: get(row, 2)?,
+                after_sequence: unsigned(row, 4)?,
+                through_sequence: unsigned(row, 3)?,
+                attempts: small(row, 5)?,
+                failing_since: time_opt(row, 6)?,
+                claim_token,
+            });
+        }
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    async fn finish_publication(
+        &self,
+        due: &DuePublication,
+        outcome: PublicationOutcome,
+        attempt: Option<DestinationAttempt>,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        finish_publication_in(&tx, due, outcome, attempt.as_ref()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_destination_attempts(
+        &self,
+        destination_id: i64,
+        query_: AttemptQuery,
+    ) -> StoreResult<Vec<DestinationAttempt>> {
+        list_rows(
+            &self.client().await?,
+            "SELECT id, destination_id, subscription_id, account_id, first_sequence, last_sequence, \
+             published, started_at, latency_us, success, error FROM destination_attempts \
+             WHERE destination_id = $1 AND ($2::BOOLEAN IS NULL OR success = $2) \
+             AND ($3::BIGINT IS NULL OR started_at >= $3) AND ($4::BIGINT IS NULL OR started_at < $4) \
+             AND ($5::BIGINT IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",
+            &[
+                &destination_id,
+                &query_.success,
+                &query_.since.map(micros),
+                &query_.until.map(micros),
+                &query_.before_id,
+                &i64::try_from(query_.limit).unwrap_or(i64::MAX),
+            ],
+            |row| {
+                Ok(DestinationAttempt {
+                    id: get(row, 0)?,
+                    destination_id: get(row, 1)?,
+                    subscription_id: get(row, 2)?,
+                    account_id: get(row, 3)?,
+                    first_sequence: unsigned(row, 4)?,
+                    last_sequence: unsigned(row, 5)?,
+                    published: small(row, 6)?,
+                    started_at: time(row, 7)?,
+                    latency: Duration::from_micros(unsigned(row, 8)?),
+                    success: get(row, 9)?,
+                    error: get(row, 10)?,
+                })
+            },
         )
         .await
     }

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_webhook_targets.sql"),
     include_str!("../../migrations/sqlite/0005_activity_by_time.sql"),
     include_str!("../../migrations/sqlite/0006_backfill.sql"),
+    include_str!("../../migrations/sqlite/0007_destinations.sql"),
 ];
 
 /// The schema version this build produces (and the only one `tidemark migrate` copies).

@@ -24,8 +24,9 @@ use tidemark_model::{
 
 use crate::{
     AccountPatch, ActivityPage, ApiKey, AttemptQuery, BackfillClaim, BackfillJob, BackfillState,
-    BackfillStep, CommitBatch, CommitOutcome, DueNotification, JsonPage, Lease, NewAccount,
-    NewSubscription, NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, RangePage,
+    BackfillStep, CommitBatch, CommitOutcome, Destination, DestinationAttempt, DestinationPatch,
+    DueNotification, DuePublication, JsonPage, Lease, NewAccount, NewDestination, NewSubscription,
+    NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, PublicationOutcome, RangePage,
     RangePosition, SecretDigest, Store, StoreError, StoreResult, StoredActivity, TimeRange,
     WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
@@ -568,6 +569,105 @@ fn get_webhook_tx(conn: &Connection, id: i64) -> StoreResult<WebhookEndpoint> {
     )
     .optional()?
     .ok_or(StoreError::NotFound("webhook"))
+}
+
+const DESTINATION_COLUMNS: &str =
+    "id, application_id, kind, target, filter, payload, batch_size, enabled, created, modified";
+
+fn destination_from_row(row: &Row<'_>) -> rusqlite::Result<Destination> {
+    let filter: Option<String> = row.get(4)?;
+    let filter = filter
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?;
+    Ok(Destination {
+        id: row.get(0)?,
+        application_id: row.get(1)?,
+        kind: row.get(2)?,
+        target: column_json(row, 3)?,
+        filter,
+        payload: row.get(5)?,
+        batch_size: row.get(6)?,
+        enabled: row.get(7)?,
+        created: column_time(row, 8)?,
+        modified: column_time(row, 9)?,
+    })
+}
+
+fn get_destination_tx(conn: &Connection, id: i64) -> StoreResult<Destination> {
+    cached_row(
+        conn,
+        &format!("SELECT {DESTINATION_COLUMNS} FROM destinations WHERE id = ?1"),
+        [id],
+        destination_from_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound("destination"))
+}
+
+fn json_text(value: &Value) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Records how one claimed publication ended (see [`Store::finish_publication`]).
+fn finish_publication_tx(
+    tx: &Connection,
+    due: &DuePublication,
+    outcome: PublicationOutcome,
+    attempt: Option<&DestinationAttempt>,
+) -> StoreResult<()> {
+    if let Some(attempt) = attempt {
+        tx.prepare_cached(
+            "INSERT INTO destination_attempts (destination_id, subscription_id, account_id, \
+             first_sequence, last_sequence, published, started_at, latency_us, success, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            attempt.destination_id,
+            attempt.subscription_id,
+            attempt.account_id,
+            i64::try_from(attempt.first_sequence).unwrap_or(i64::MAX),
+            i64::try_from(attempt.last_sequence).unwrap_or(i64::MAX),
+            attempt.published,
+            micros(attempt.started_at),
+            i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
+            attempt.success,
+            attempt.error,
+        ])?;
+    }
+    let (destination_id, subscription_id, token) =
+        (due.destination.id, due.subscription_id, due.claim_token);
+    match outcome {
+        PublicationOutcome::Published { through } => tx
+            .prepare_cached(
+                "UPDATE destination_positions SET published_sequence = MAX(published_sequence, ?4), \
+                 attempts = 0, failing_since = NULL, next_attempt_at = 0, claimed_until = NULL \
+                 WHERE destination_id = ?1 AND subscription_id = ?2 AND claim_token = ?3",
+            )?
+            .execute(params![
+                destination_id,
+                subscription_id,
+                token,
+                i64::try_from(through).unwrap_or(i64::MAX)
+            ])?,
+        PublicationOutcome::Failed { retry_at } => tx
+            .prepare_cached(
+                "UPDATE destination_positions SET attempts = attempts + 1, \
+                 failing_since = COALESCE(failing_since, ?4), next_attempt_at = ?5, \
+                 claimed_until = NULL \
+                 WHERE destination_id = ?1 AND subscription_id = ?2 AND claim_token = ?3",
+            )?
+            .execute(params![
+                destination_id,
+                subscription_id,
+                token,
+                attempt.map_or_else(|| micros(Utc::now()), |a| micros(a.started_at)),
+                micros(retry_at)
+            ])?,
+    };
+    Ok(())
 }
 
 const API_KEY_COLUMNS: &str = "id, application_id, hint, created";
@@ -1652,6 +1752,232 @@ impl Store for SqliteStore {
             tracing::debug!(deleted = deleted_total, "pruned expired activity");
         }
         Ok(deleted_total)
+    }
+
+    async fn create_destination(&self, destination: NewDestination) -> StoreResult<Destination> {
+        let target = json_text(&destination.target)?;
+        let filter = destination.filter.as_ref().map(json_text).transpose()?;
+        self.write(move |tx| {
+            get_application_tx(tx, destination.application_id)?;
+            let now = micros(Utc::now());
+            tx.prepare_cached(
+                "INSERT INTO destinations (application_id, kind, target, filter, payload, \
+                 batch_size, enabled, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)",
+            )?
+            .execute(params![
+                destination.application_id,
+                destination.kind,
+                target,
+                filter,
+                destination.payload,
+                destination.batch_size,
+                now
+            ])?;
+            let id = tx.last_insert_rowid();
+            // Told about activity committed from now on.
+            tx.prepare_cached(
+                "INSERT INTO destination_positions (destination_id, subscription_id, published_sequence) \
+                 SELECT ?1, s.id, s.last_sequence FROM subscriptions s \
+                 JOIN accounts a ON a.id = s.account_id WHERE a.application_id = ?2",
+            )?
+            .execute(params![id, destination.application_id])?;
+            get_destination_tx(tx, id)
+        })
+        .await
+    }
+
+    async fn list_destinations(
+        &self,
+        application_id: ApplicationId,
+    ) -> StoreResult<Vec<Destination>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DESTINATION_COLUMNS} FROM destinations WHERE application_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([application_id], destination_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn get_destination(&self, id: i64) -> StoreResult<Destination> {
+        self.read(move |conn| get_destination_tx(conn, id)).await
+    }
+
+    async fn update_destination(
+        &self,
+        id: i64,
+        patch: DestinationPatch,
+    ) -> StoreResult<Destination> {
+        self.write(move |tx| {
+            let current = get_destination_tx(tx, id)?;
+            let target = json_text(&patch.target.unwrap_or(current.target))?;
+            let filter = patch
+                .filter
+                .unwrap_or(current.filter)
+                .as_ref()
+                .map(json_text)
+                .transpose()?;
+            tx.prepare_cached(
+                "UPDATE destinations SET target = ?2, filter = ?3, payload = ?4, batch_size = ?5, \
+                 enabled = ?6, modified = ?7 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                target,
+                filter,
+                patch.payload.unwrap_or(current.payload),
+                patch.batch_size.unwrap_or(current.batch_size),
+                patch.enabled.unwrap_or(current.enabled),
+                micros(Utc::now())
+            ])?;
+            get_destination_tx(tx, id)
+        })
+        .await
+    }
+
+    async fn delete_destination(&self, id: i64) -> StoreResult<()> {
+        self.write(move |tx| {
+            if tx.execute("DELETE FROM destinations WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound("destination"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_due_publications(
+        &self,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<DuePublication>> {
+        let claimed_until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        // As for webhooks: what is due is found on a reader (a snapshot), and each claim is
+        // then taken in one short write, re-checked there (still free, still at the position
+        // and attempt count the snapshot saw).
+        let candidates: Vec<(i64, i64, i64, i64, i64, i64, Option<i64>)> = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT d.id, s.id, s.account_id, s.last_sequence, \
+                     COALESCE(p.published_sequence, 0), COALESCE(p.attempts, 0), p.failing_since \
+                     FROM destinations d \
+                     JOIN accounts a ON a.application_id = d.application_id \
+                     JOIN subscriptions s ON s.account_id = a.id \
+                     LEFT JOIN destination_positions p ON p.destination_id = d.id AND p.subscription_id = s.id \
+                     WHERE d.enabled = 1 AND s.last_sequence > COALESCE(p.published_sequence, 0) \
+                     AND COALESCE(p.next_attempt_at, 0) <= ?1 \
+                     AND (p.claimed_until IS NULL OR p.claimed_until <= ?1) \
+                     ORDER BY COALESCE(p.next_attempt_at, 0), s.id, d.id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![micros(now), limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |tx| {
+            let mut claim = tx.prepare_cached(
+                "INSERT INTO destination_positions (destination_id, subscription_id, claimed_until, claim_token) \
+                 VALUES (?1, ?2, ?3, 1) \
+                 ON CONFLICT (destination_id, subscription_id) DO UPDATE SET \
+                 claimed_until = excluded.claimed_until, claim_token = claim_token + 1 \
+                 WHERE (destination_positions.claimed_until IS NULL OR destination_positions.claimed_until <= ?4) \
+                 AND destination_positions.published_sequence = ?5 AND destination_positions.attempts = ?6 \
+                 RETURNING claim_token",
+            )?;
+            let mut destinations: std::collections::HashMap<i64, Destination> =
+                std::collections::HashMap::new();
+            let mut due = Vec::with_capacity(candidates.len());
+            for (destination_id, subscription_id, account_id, last, after, attempts, failing_since) in candidates {
+                let token: Option<i64> = claim
+                    .query_row(
+                        params![destination_id, subscription_id, micros(claimed_until), micros(now), after, attempts],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(claim_token) = token else {
+                    continue;
+                };
+                let destination = match destinations.get(&destination_id) {
+                    Some(destination) => destination.clone(),
+                    None => {
+                        let destination = get_destination_tx(tx, destination_id)?;
+                        destinations.insert(destination_id, destination.clone());
+                        destination
+                    }
+                };
+                due.push(DuePublication {
+                    destination,
+                    subscription_id,
+                    account_id,
+                    after_sequence: after.unsigned_abs(),
+                    through_sequence: last.unsigned_abs(),
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    failing_since: failing_since.map(from_micros).transpose()?,
+                    claim_token,
+                });
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn finish_publication(
+        &self,
+        due: &DuePublication,
+        outcome: PublicationOutcome,
+        attempt: Option<DestinationAttempt>,
+    ) -> StoreResult<()> {
+        let due = due.clone();
+        self.write(move |tx| finish_publication_tx(tx, &due, outcome, attempt.as_ref()))
+            .await
+    }
+
+    async fn list_destination_attempts(
+        &self,
+        destination_id: i64,
+        query: AttemptQuery,
+    ) -> StoreResult<Vec<DestinationAttempt>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, destination_id, subscription_id, account_id, first_sequence, last_sequence, \
+                 published, started_at, latency_us, success, error FROM destination_attempts \
+                 WHERE destination_id = ?1 AND (?2 IS NULL OR success = ?2) \
+                 AND (?3 IS NULL OR started_at >= ?3) AND (?4 IS NULL OR started_at < ?4) \
+                 AND (?5 IS NULL OR id < ?5) ORDER BY id DESC LIMIT ?6",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    destination_id,
+                    query.success,
+                    query.since.map(micros),
+                    query.until.map(micros),
+                    query.before_id,
+                    i64::try_from(query.limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok(DestinationAttempt {
+                        id: r.get(0)?,
+                        destination_id: r.get(1)?,
+                        subscription_id: r.get(2)?,
+                        account_id: r.get(3)?,
+                        first_sequence: r.get::<_, i64>(4)?.unsigned_abs(),
+                        last_sequence: r.get::<_, i64>(5)?.unsigned_abs(),
+                        published: r.get(6)?,
+                        started_at: column_time(r, 7)?,
+                        latency: Duration::from_micros(r.get::<_, i64>(8)?.unsigned_abs()),
+                        success: r.get(9)?,
+                        error: r.get(10)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 
     async fn load_checkpoint(
