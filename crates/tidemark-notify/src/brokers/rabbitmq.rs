@@ -168,8 +168,9 @@ impl RabbitMqPublisher {
         }
         let connection = open_connection(&self.target, self.options)
             .await
-            .map_err(|error| PublishError::Unavailable {
-                message: error.to_string(),
+            .map_err(|error| match error {
+                ConnectError::Unreachable { message } => PublishError::Unavailable { message },
+                ConnectError::Target { message } => PublishError::Target { message },
             })?;
         let channel =
             confirm_channel(&connection)
