@@ -233,12 +233,24 @@ impl BrokerPublisher {
     ///
     /// # Errors
     /// As [`Publisher::publish`].
+    ///
+    /// Counts the publish in `tidemark_notify_broker_publishes_total` and its latency in
+    /// `tidemark_notify_broker_publish_duration_seconds`.
     pub async fn publish(&self, message: &Message) -> Result<Ack, PublishError> {
-        match self {
+        let started = std::time::Instant::now();
+        let result = match self {
             BrokerPublisher::Nats(publisher) => publisher.publish(message).await,
             BrokerPublisher::Rabbitmq(publisher) => publisher.publish(message).await,
             BrokerPublisher::Redis(publisher) => publisher.publish(message).await,
-        }
+        };
+        let outcome = match &result {
+            Ok(ack) if ack.duplicate => "duplicate",
+            Ok(_) => "acked",
+            Err(error) if error.is_retriable() => "retriable",
+            Err(_) => "permanent",
+        };
+        crate::metrics::broker_publish(self.kind().as_str(), outcome, started.elapsed());
+        result
     }
 
     /// The kind of broker.

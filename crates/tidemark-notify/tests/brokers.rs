@@ -26,8 +26,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{json, Value};
 use tidemark_notify::brokers::{
-    ConnectError, Message, MessageBuilder, NatsPublisher, NatsTarget, PayloadFormat, Publisher,
-    PublisherOptions, RabbitMqPublisher, RabbitMqTarget, RedisPublisher, RedisTarget,
+    BrokerPublisher, BrokerTarget, ConnectError, DestinationKind, Message, MessageBuilder,
+    NatsPublisher, NatsTarget, PayloadFormat, Publisher, PublisherOptions, RabbitMqPublisher,
+    RabbitMqTarget, RedisPublisher, RedisTarget,
 };
 use tidemark_store::StoredActivity;
 use tokio::sync::RwLock;
@@ -796,4 +797,42 @@ async fn test_redis_publisher_recovers_from_a_server_restart_in_order() {
     publish_concurrently_through_restart(Arc::new(publisher), "redis", &workload).await;
     let received = redis_consume(&key).await;
     check_received(&received, &workload, None);
+}
+
+// ---- Any broker, from JSON ------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_targets_parsed_from_json_connect_and_publish_through_one_type() {
+    let _nats = NATS.read().await;
+    let _rabbitmq = RABBITMQ.read().await;
+    let _redis = REDIS.read().await;
+    let exchange = unique("tm-x-");
+    let queue = rabbitmq_bind_queue(&exchange, "tm.any").await;
+    let targets = [
+        json!({"kind": "nats", "url": nats_url(), "stream": unique("TM"),
+               "subject_prefix": unique("tm.any"), "create_stream": true}),
+        json!({"kind": "rabbitmq", "url": amqp_url(), "exchange": exchange,
+               "routing_key_prefix": "tm.any"}),
+        json!({"kind": "redis", "url": redis_url(), "stream_key": unique("tm:any:")}),
+    ];
+    let message = &messages_of(5)[0];
+    for json in targets {
+        let target = BrokerTarget::parse(&json).expect("valid target");
+        let publisher = BrokerPublisher::connect(&target, options())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", target.kind()));
+        assert_eq!(publisher.kind(), target.kind());
+        let ack = publisher
+            .publish(message)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", target.kind()));
+        assert!(!ack.duplicate);
+        assert_eq!(
+            ack.position.is_some(),
+            target.kind() != DestinationKind::Rabbitmq,
+            "{ack:?}"
+        );
+    }
+    let received = rabbitmq_consume(&queue, 1).await;
+    assert_eq!(received[0].message_id, message.message_id());
 }
