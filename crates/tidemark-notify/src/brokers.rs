@@ -29,6 +29,24 @@
 //!   the background; the RabbitMQ publisher opens a new connection on the next publish after a
 //!   failure. Publishes fail (retriably) while the broker is away.
 //!
+//! # Using a publisher (what the destination worker does)
+//! Per (destination, subscription), one at a time:
+//! 1. read the stream after the destination's position (a page of [`StoredActivity`]s);
+//! 2. [`MessageBuilder::build`] them (the destination's payload format, batch size, filter);
+//!    no message means nothing matched: move the position to the page's last sequence;
+//! 3. publish the messages in order; after each [`Ack`], commit the position to the message's
+//!    [`Message::through_sequence`];
+//! 4. on an error, keep the position, record the attempt, back off, and publish the same
+//!    message again ([`PublishError::is_retriable`] says whether that can help without a
+//!    change; a permanent error is worth surfacing on the destination). A crash between an ack
+//!    and the commit re-publishes that one message with the same id.
+//!
+//! One [`BrokerPublisher`] per destination serves all its subscriptions concurrently. While a
+//! NATS server is away its client buffers publishes until it is back (each times out here
+//! meanwhile), so back off rather than retry in a tight loop.
+//!
+//! [`StoredActivity`]: tidemark_store::StoredActivity
+//!
 //! # Message
 //! Body (JSON), seed 003's Pub/Sub and Service Bus message, `v1`/`v2` as the destination's
 //! [`PayloadFormat`] says:

@@ -118,8 +118,8 @@ impl Publisher for NatsPublisher {
                 .jetstream
                 .send_publish(subject, publish)
                 .await
-                .map_err(classify)?;
-            ack.await.map_err(classify)
+                .map_err(|error| classify(error, timeout))?;
+            ack.await.map_err(|error| classify(error, timeout))
         };
         let ack = tokio::time::timeout(timeout, publishing)
             .await
@@ -202,12 +202,10 @@ async fn check_stream(
 }
 
 /// Sorts a JetStream publish error into retriable and permanent.
-fn classify(error: jetstream::context::PublishError) -> PublishError {
+fn classify(error: jetstream::context::PublishError, timeout: Duration) -> PublishError {
     let message = error.to_string();
     match error.kind() {
-        PublishErrorKind::TimedOut => PublishError::Unavailable {
-            message: format!("no PubAck in time: {message}"),
-        },
+        PublishErrorKind::TimedOut => PublishError::TimedOut { timeout },
         // No responders: nothing took the subject. The stream existed at connect time, so this
         // is JetStream restarting (or the stream deleted meanwhile): retry.
         PublishErrorKind::StreamNotFound => PublishError::Unavailable {

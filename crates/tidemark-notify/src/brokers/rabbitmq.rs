@@ -12,6 +12,8 @@
 //! connection; publishes fail retriably while the broker is away. Concurrent publishes wait
 //! for one reconnection rather than each opening its own.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -31,6 +33,9 @@ pub struct RabbitMqPublisher {
     target: RabbitMqTarget,
     options: PublisherOptions,
     live: Mutex<Option<Live>>,
+    /// The next connection's generation (never reused, so a late failure of an old
+    /// connection cannot drop a newer one).
+    generations: AtomicU64,
 }
 
 /// The current connection and its confirm channel.
@@ -162,7 +167,7 @@ impl RabbitMqPublisher {
                 return Ok((current.channel.clone(), current.generation));
             }
         }
-        let generation = live.as_ref().map_or(0, |old| old.generation + 1);
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = live.take() {
             close_in_background(old.connection);
         }
@@ -335,6 +340,7 @@ impl Publisher for RabbitMqPublisher {
                 channel,
                 generation: 0,
             })),
+            generations: AtomicU64::new(1),
         })
     }
 
