@@ -74,7 +74,7 @@ mod target;
 use std::future::Future;
 use std::time::Duration;
 
-pub use message::{Message, MessageBuilder, MessageError, PayloadFormat};
+pub use message::{Message, MessageBuilder, MessageError, PayloadFormat, DEFAULT_MAX_BODY_BYTES};
 pub use nats::NatsPublisher;
 pub use rabbitmq::RabbitMqPublisher;
 pub use redis::RedisPublisher;

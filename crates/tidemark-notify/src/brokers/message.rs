@@ -27,6 +27,10 @@ pub enum PayloadFormat {
     Both,
 }
 
+/// The default [`MessageBuilder::max_body_bytes`]: half of a NATS server's default
+/// `max_payload` (1 MiB), well within RabbitMQ's and Redis's limits.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 512 * 1024;
+
 /// How a destination turns activity into messages.
 #[derive(Debug, Clone)]
 pub struct MessageBuilder {
@@ -34,6 +38,11 @@ pub struct MessageBuilder {
     pub payload: PayloadFormat,
     /// Most activities in one message (example: 100).
     pub max_activities: NonZeroUsize,
+    /// Largest body a message grows to by taking another activity (example: 524288); a single
+    /// activity larger than this still travels, alone. A body the broker refuses as too large
+    /// is a permanent error that would hold the subscription back, so keep this under the
+    /// broker's limit.
+    pub max_body_bytes: usize,
     /// The destination's event pattern: only matching activity is carried.
     pub filter: Option<EventPattern>,
 }
@@ -148,14 +157,21 @@ struct Run<'a> {
     last_sequence: u64,
     v1: Vec<V1Event>,
     v2: Vec<&'a RawValue>,
+    /// Bytes of the lists so far (each item and its comma).
+    list_bytes: usize,
 }
 
+/// Room for `{"account":..,"subscription":..,"activity":{"v1":[],"v2":[]}}` around the lists.
+const BODY_OVERHEAD_BYTES: usize = 96;
+
 impl MessageBuilder {
-    /// A builder carrying `payload`, at most `max_activities` per message, without a filter.
+    /// A builder carrying `payload`, at most `max_activities` per message and
+    /// [`DEFAULT_MAX_BODY_BYTES`], without a filter.
     pub fn new(payload: PayloadFormat, max_activities: NonZeroUsize) -> Self {
         MessageBuilder {
             payload,
             max_activities,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             filter: None,
         }
     }
@@ -163,8 +179,8 @@ impl MessageBuilder {
     /// Cuts `activities` (one subscription's stream, in order, as stored) into messages.
     ///
     /// Activities that do not match the filter are skipped, and so are those without a v1 form
-    /// when the payload is `v1`. A message ends where the v1 type changes or at
-    /// `max_activities`. An input whose activities are all skipped gives no message: the
+    /// when the payload is `v1`. A message ends where the v1 type changes, at
+    /// `max_activities`, or before its body would outgrow `max_body_bytes`. An input whose activities are all skipped gives no message: the
     /// destination's position may then move to the input's last sequence without publishing.
     ///
     /// # Errors
@@ -212,9 +228,17 @@ impl MessageBuilder {
             }
             let v1_activity_type = v1.as_ref().map(|event| event.kind);
             let raw: &RawValue = serde_json::from_str(&stored.json).map_err(corrupt)?;
+            let mut bytes = 0;
+            if self.payload != PayloadFormat::V1 {
+                bytes += raw.get().len() + 1;
+            }
+            if let (Some(event), true) = (&v1, self.payload != PayloadFormat::V2) {
+                bytes += serde_json::to_vec(event).map_or(0, |json| json.len()) + 1;
+            }
             let full = run.as_ref().is_some_and(|open| {
                 open.v1_activity_type != v1_activity_type
                     || open.v2.len() >= self.max_activities.get()
+                    || BODY_OVERHEAD_BYTES + open.list_bytes + bytes > self.max_body_bytes
             });
             if full {
                 if let Some(done) = run.take() {
@@ -227,8 +251,10 @@ impl MessageBuilder {
                 last_sequence: stored.sequence,
                 v1: Vec::new(),
                 v2: Vec::new(),
+                list_bytes: 0,
             });
             open.last_sequence = stored.sequence;
+            open.list_bytes += bytes;
             open.v1.extend(v1);
             open.v2.push(raw);
         }
@@ -434,6 +460,32 @@ mod tests {
                 ("3-4".to_owned(), 5),
                 ("3-6".to_owned(), 6)
             ]
+        );
+    }
+
+    #[test]
+    fn test_messages_are_cut_before_the_body_outgrows_its_limit() {
+        let activities: Vec<StoredActivity> = (1..=10)
+            .map(|sequence| stored(sequence, 1, "add", "unknown"))
+            .collect();
+        let one = builder(PayloadFormat::Both, 100)
+            .build(1, 2, &activities[..1])
+            .expect("one")[0]
+            .body
+            .len();
+        let mut builder = builder(PayloadFormat::Both, 100);
+        builder.max_body_bytes = one * 3;
+        let messages = builder.build(1, 2, &activities).expect("built");
+        assert!(messages.len() >= 4, "{} messages", messages.len());
+        assert!(messages.iter().all(|m| m.body.len() <= one * 3));
+        let carried: usize = messages.iter().map(|m| m.activity_count).sum();
+        assert_eq!(carried, 10, "nothing lost at the cuts");
+        // An activity larger than the limit travels alone.
+        builder.max_body_bytes = 10;
+        let alone = builder.build(1, 2, &activities[..3]).expect("built");
+        assert_eq!(
+            alone.iter().map(|m| m.activity_count).collect::<Vec<_>>(),
+            [1, 1, 1]
         );
     }
 
