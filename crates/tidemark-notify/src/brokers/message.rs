@@ -1,0 +1,501 @@
+//! Broker messages: a subscription's stored activity cut into batches and rendered as seed 003's
+//! message body.
+
+use std::num::NonZeroUsize;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tidemark_model::{Activity, V1Event, V1EventType};
+use tidemark_store::StoredActivity;
+
+use super::{HEADER_ACCOUNT_ID, HEADER_SUBSCRIPTION_ID, HEADER_V1_ACTIVITY_TYPE};
+use crate::filter::EventPattern;
+use crate::webhooks::event_document;
+
+/// Which forms of the activity a destination's messages carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// `{"activity": {"v1": [..]}}` only (seed 003's examples). Activities without a v1 form
+    /// are not sent.
+    V1,
+    /// `{"activity": {"v2": [..]}}` only.
+    V2,
+    /// Both lists.
+    #[default]
+    Both,
+}
+
+/// How a destination turns activity into messages.
+#[derive(Debug, Clone)]
+pub struct MessageBuilder {
+    /// The forms carried.
+    pub payload: PayloadFormat,
+    /// Most activities in one message (example: 100).
+    pub max_activities: NonZeroUsize,
+    /// The destination's event pattern: only matching activity is carried.
+    pub filter: Option<EventPattern>,
+}
+
+/// One message: a run of one subscription's activity, in stream order, all of one v1 type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The account.
+    pub account: i64,
+    /// The subscription.
+    pub subscription: i64,
+    /// Sequence of the first activity carried.
+    pub first_sequence: u64,
+    /// Sequence of the last activity carried.
+    pub last_sequence: u64,
+    /// Once this message is acknowledged, the destination's position may move here: the last
+    /// activity carried, plus any after it that were filtered out or have nothing to carry, up
+    /// to the next message (or the end of the input).
+    pub through_sequence: u64,
+    /// Activities carried.
+    pub activity_count: usize,
+    /// The v1 type of every activity carried; `None` for activity without a v1 form.
+    pub v1_activity_type: Option<V1EventType>,
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+impl Message {
+    /// The id consumers deduplicate by: `{subscription}-{first_sequence}`. The same activity
+    /// always starts the same message, so a re-published message has the same id.
+    pub fn message_id(&self) -> String {
+        format!("{}-{}", self.subscription, self.first_sequence)
+    }
+
+    /// The headers (NATS), AMQP headers or Redis fields besides the body and message id:
+    /// `accountId`, `subscriptionId` and, when the activity has a v1 form, `v1ActivityType`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (HEADER_ACCOUNT_ID, self.account.to_string()),
+            (HEADER_SUBSCRIPTION_ID, self.subscription.to_string()),
+        ];
+        if let Some(kind) = self.v1_activity_type {
+            headers.push((HEADER_V1_ACTIVITY_TYPE, v1_type_name(kind).to_owned()));
+        }
+        headers
+    }
+}
+
+/// The v1 `type` string.
+pub(crate) fn v1_type_name(kind: V1EventType) -> &'static str {
+    match kind {
+        V1EventType::Add => "add",
+        V1EventType::Delete => "delete",
+        V1EventType::Update => "update",
+        V1EventType::Rename => "rename",
+        V1EventType::Move => "move",
+        V1EventType::Copy => "copy",
+        V1EventType::Restore => "restore",
+    }
+}
+
+/// Why stored activity could not be turned into messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// A stored activity is not a v2 activity object.
+    #[error("activity {sequence} is not a valid activity: {message}")]
+    Corrupt {
+        /// Its sequence.
+        sequence: u64,
+        /// The parser's message.
+        message: String,
+    },
+    /// A stored activity belongs to another account.
+    #[error("activity {sequence} belongs to account {found}, not {expected}")]
+    WrongAccount {
+        /// Its sequence.
+        sequence: u64,
+        /// The account the messages are for.
+        expected: i64,
+        /// The activity's account.
+        found: i64,
+    },
+    /// The activities are not in increasing sequence order.
+    #[error("activity {sequence} follows {previous}: activities must be in stream order")]
+    OutOfOrder {
+        /// The sequence found.
+        sequence: u64,
+        /// The one before it.
+        previous: u64,
+    },
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    account: i64,
+    subscription: i64,
+    activity: Lists<'a>,
+}
+
+#[derive(Serialize)]
+struct Lists<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    v1: Option<&'a [V1Event]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    v2: Option<&'a [&'a RawValue]>,
+}
+
+/// A message being filled.
+struct Run<'a> {
+    v1_activity_type: Option<V1EventType>,
+    first_sequence: u64,
+    last_sequence: u64,
+    v1: Vec<V1Event>,
+    v2: Vec<&'a RawValue>,
+}
+
+impl MessageBuilder {
+    /// A builder carrying `payload`, at most `max_activities` per message, without a filter.
+    pub fn new(payload: PayloadFormat, max_activities: NonZeroUsize) -> Self {
+        MessageBuilder {
+            payload,
+            max_activities,
+            filter: None,
+        }
+    }
+
+    /// Cuts `activities` (one subscription's stream, in order, as stored) into messages.
+    ///
+    /// Activities that do not match the filter are skipped, and so are those without a v1 form
+    /// when the payload is `v1`. A message ends where the v1 type changes or at
+    /// `max_activities`. An input whose activities are all skipped gives no message: the
+    /// destination's position may then move to the input's last sequence without publishing.
+    ///
+    /// # Errors
+    /// A [`MessageError`] when an activity does not parse, belongs to another account, or is
+    /// out of order; nothing is built then.
+    pub fn build(
+        &self,
+        account: i64,
+        subscription: i64,
+        activities: &[StoredActivity],
+    ) -> Result<Vec<Message>, MessageError> {
+        let mut messages = Vec::new();
+        let mut run: Option<Run<'_>> = None;
+        let mut previous: Option<u64> = None;
+        for stored in activities {
+            if let Some(previous) = previous {
+                if stored.sequence <= previous {
+                    return Err(MessageError::OutOfOrder {
+                        sequence: stored.sequence,
+                        previous,
+                    });
+                }
+            }
+            previous = Some(stored.sequence);
+            let corrupt = |e: serde_json::Error| MessageError::Corrupt {
+                sequence: stored.sequence,
+                message: e.to_string(),
+            };
+            let activity: Activity = serde_json::from_str(&stored.json).map_err(corrupt)?;
+            if activity.account != account {
+                return Err(MessageError::WrongAccount {
+                    sequence: stored.sequence,
+                    expected: account,
+                    found: activity.account,
+                });
+            }
+            if let Some(filter) = &self.filter {
+                if !filter.matches(&event_document(account, subscription, &activity)) {
+                    continue;
+                }
+            }
+            let v1 = V1Event::from_activity(&activity);
+            if v1.is_none() && self.payload == PayloadFormat::V1 {
+                continue;
+            }
+            let v1_activity_type = v1.as_ref().map(|event| event.kind);
+            let raw: &RawValue = serde_json::from_str(&stored.json).map_err(corrupt)?;
+            let full = run.as_ref().is_some_and(|open| {
+                open.v1_activity_type != v1_activity_type
+                    || open.v2.len() >= self.max_activities.get()
+            });
+            if full {
+                if let Some(done) = run.take() {
+                    messages.push(self.finish(account, subscription, done));
+                }
+            }
+            let open = run.get_or_insert_with(|| Run {
+                v1_activity_type,
+                first_sequence: stored.sequence,
+                last_sequence: stored.sequence,
+                v1: Vec::new(),
+                v2: Vec::new(),
+            });
+            open.last_sequence = stored.sequence;
+            open.v1.extend(v1);
+            open.v2.push(raw);
+        }
+        if let Some(done) = run.take() {
+            messages.push(self.finish(account, subscription, done));
+        }
+        let end = previous.unwrap_or_default();
+        let next_firsts: Vec<u64> = messages
+            .iter()
+            .skip(1)
+            .map(|message| message.first_sequence)
+            .collect();
+        for (index, message) in messages.iter_mut().enumerate() {
+            message.through_sequence = next_firsts
+                .get(index)
+                .map_or(end, |next_first| next_first - 1);
+            debug_assert!(message.through_sequence >= message.last_sequence);
+        }
+        Ok(messages)
+    }
+
+    fn finish(&self, account: i64, subscription: i64, run: Run<'_>) -> Message {
+        let body = Body {
+            account,
+            subscription,
+            activity: Lists {
+                v1: (self.payload != PayloadFormat::V2).then_some(run.v1.as_slice()),
+                v2: (self.payload != PayloadFormat::V1).then_some(run.v2.as_slice()),
+            },
+        };
+        // Plain structs, strings and already-valid JSON: serializing cannot fail.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        Message {
+            account,
+            subscription,
+            first_sequence: run.first_sequence,
+            last_sequence: run.last_sequence,
+            through_sequence: run.last_sequence,
+            activity_count: run.v2.len(),
+            v1_activity_type: run.v1_activity_type,
+            body: Bytes::from(body),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::{json, Value};
+
+    fn stored(sequence: u64, account: i64, event_type: &str, subtype: &str) -> StoredActivity {
+        let activity = json!({
+            "id": format!("a{sequence}"), "account": account, "api": "activity", "type": "activity",
+            "event_category": "storage", "event_type": event_type, "event_subtype": subtype,
+            "target": {"type": "file", "id": format!("f{sequence}"), "name": "doc.txt"},
+            "previous_target": null, "impersonate_for_target": null,
+            "timestamp": "2026-01-02T03:04:05Z", "session": {"type": "login", "ip": "10.0.0.1"},
+            "actor": {"type": "user", "id": "u1"}, "metadata": null
+        });
+        StoredActivity {
+            sequence,
+            committed_at: Utc::now(),
+            json: activity.to_string(),
+        }
+    }
+
+    fn builder(payload: PayloadFormat, max: usize) -> MessageBuilder {
+        MessageBuilder::new(payload, NonZeroUsize::new(max).expect("non-zero"))
+    }
+
+    fn body(message: &Message) -> Value {
+        serde_json::from_slice(&message.body).expect("json body")
+    }
+
+    #[test]
+    fn test_a_batch_becomes_seed_003_bodies_with_ids_and_headers() {
+        let activities = [
+            stored(5, 9, "add", "unknown"),
+            stored(6, 9, "add", "unknown"),
+        ];
+        let messages = builder(PayloadFormat::Both, 100)
+            .build(9, 77, &activities)
+            .expect("built");
+        assert_eq!(messages.len(), 1);
+        let message = &messages[0];
+        assert_eq!(message.message_id(), "77-5");
+        assert_eq!(
+            (
+                message.first_sequence,
+                message.last_sequence,
+                message.through_sequence
+            ),
+            (5, 6, 6)
+        );
+        assert_eq!(
+            message.headers(),
+            [
+                ("accountId", "9".to_owned()),
+                ("subscriptionId", "77".to_owned()),
+                ("v1ActivityType", "add".to_owned())
+            ]
+        );
+        let body = body(message);
+        assert_eq!(body["account"], 9);
+        assert_eq!(body["subscription"], 77);
+        assert_eq!(body["activity"]["v1"][0]["type"], "add");
+        assert_eq!(body["activity"]["v1"][0]["action"], "+");
+        assert_eq!(body["activity"]["v1"][1]["id"], "a6");
+        let stored_v2: Value = serde_json::from_str(&activities[1].json).expect("json");
+        assert_eq!(
+            body["activity"]["v2"][1], stored_v2,
+            "v2 is the stored object"
+        );
+    }
+
+    #[test]
+    fn test_payload_format_selects_the_lists() {
+        let activities = [stored(1, 1, "update", "rename")];
+        let v1 = body(
+            &builder(PayloadFormat::V1, 10)
+                .build(1, 2, &activities)
+                .expect("v1")[0],
+        );
+        assert_eq!(
+            v1["activity"]
+                .as_object()
+                .expect("object")
+                .keys()
+                .collect::<Vec<_>>(),
+            ["v1"]
+        );
+        assert_eq!(v1["activity"]["v1"][0]["type"], "rename");
+        let v2 = body(
+            &builder(PayloadFormat::V2, 10)
+                .build(1, 2, &activities)
+                .expect("v2")[0],
+        );
+        assert_eq!(
+            v2["activity"]
+                .as_object()
+                .expect("object")
+                .keys()
+                .collect::<Vec<_>>(),
+            ["v2"]
+        );
+        assert_eq!(v2["activity"]["v2"][0]["event_subtype"], "rename");
+    }
+
+    #[test]
+    fn test_messages_are_cut_where_the_v1_type_changes_and_at_the_limit_in_order() {
+        let activities = [
+            stored(1, 1, "add", "unknown"),
+            stored(2, 1, "add", "unknown"),
+            stored(3, 1, "add", "unknown"),
+            stored(4, 1, "delete", "unknown"),
+            stored(5, 1, "access", "preview"),
+            stored(6, 1, "add", "unknown"),
+        ];
+        let messages = builder(PayloadFormat::Both, 2)
+            .build(1, 3, &activities)
+            .expect("built");
+        let summary: Vec<(String, Option<&str>, usize, u64)> = messages
+            .iter()
+            .map(|m| {
+                (
+                    m.message_id(),
+                    m.v1_activity_type.map(v1_type_name),
+                    m.activity_count,
+                    m.through_sequence,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("3-1".to_owned(), Some("add"), 2, 2),
+                ("3-3".to_owned(), Some("add"), 1, 3),
+                ("3-4".to_owned(), Some("delete"), 1, 4),
+                ("3-5".to_owned(), None, 1, 5),
+                ("3-6".to_owned(), Some("add"), 1, 6),
+            ]
+        );
+        // Activity without a v1 form: an empty v1 list, its v2 object, no v1ActivityType.
+        assert_eq!(body(&messages[3])["activity"]["v1"], json!([]));
+        assert!(messages[3]
+            .headers()
+            .iter()
+            .all(|(name, _)| *name != "v1ActivityType"));
+        // v1 only: the read is skipped, its position covered by the message before it.
+        let v1_only = builder(PayloadFormat::V1, 2)
+            .build(1, 3, &activities)
+            .expect("built");
+        let ids: Vec<(String, u64)> = v1_only
+            .iter()
+            .map(|m| (m.message_id(), m.through_sequence))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("3-1".to_owned(), 2),
+                ("3-3".to_owned(), 3),
+                ("3-4".to_owned(), 5),
+                ("3-6".to_owned(), 6)
+            ]
+        );
+    }
+
+    #[test]
+    fn test_the_filter_keeps_only_matching_activity() {
+        let mut builder = builder(PayloadFormat::Both, 10);
+        builder.filter = Some(
+            EventPattern::parse(&json!({"detail": {"activity": {"v1": {"type": ["delete"]}}}}))
+                .expect("pattern"),
+        );
+        let activities = [
+            stored(1, 1, "add", "unknown"),
+            stored(2, 1, "delete", "unknown"),
+            stored(3, 1, "add", "unknown"),
+        ];
+        let messages = builder.build(1, 4, &activities).expect("built");
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].message_id(), "4-2");
+        assert_eq!(messages[0].through_sequence, 3);
+        let nothing = builder
+            .build(1, 4, &activities[..1])
+            .expect("built nothing");
+        assert!(nothing.is_empty());
+        assert!(builder.build(1, 4, &[]).expect("empty").is_empty());
+    }
+
+    #[test]
+    fn test_bad_input_is_refused() {
+        let builder = builder(PayloadFormat::Both, 10);
+        let mut corrupt = stored(1, 1, "add", "unknown");
+        corrupt.json = "{\"id\": ".into();
+        assert!(matches!(
+            builder.build(1, 1, &[corrupt]),
+            Err(MessageError::Corrupt { sequence: 1, .. })
+        ));
+        let mut not_an_activity = stored(1, 1, "add", "unknown");
+        not_an_activity.json = "{\"id\": \"x\"}".into();
+        assert!(matches!(
+            builder.build(1, 1, &[not_an_activity]),
+            Err(MessageError::Corrupt { .. })
+        ));
+        assert_eq!(
+            builder.build(1, 1, &[stored(1, 2, "add", "unknown")]),
+            Err(MessageError::WrongAccount {
+                sequence: 1,
+                expected: 1,
+                found: 2
+            })
+        );
+        assert_eq!(
+            builder.build(
+                1,
+                1,
+                &[
+                    stored(2, 1, "add", "unknown"),
+                    stored(2, 1, "add", "unknown")
+                ]
+            ),
+            Err(MessageError::OutOfOrder {
+                sequence: 2,
+                previous: 2
+            })
+        );
+    }
+}
