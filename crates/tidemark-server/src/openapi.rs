@@ -19,6 +19,7 @@ use utoipa::Modify;
         (name = "events", description = "The v1 event stream of an account's default subscription"),
         (name = "application", description = "The application's settings, API keys and token introspection"),
         (name = "webhooks", description = "JSON webhook endpoints, their attempts, and recovery"),
+        (name = "destinations", description = "Message-broker destinations (NATS JetStream, RabbitMQ, Redis Streams) and their attempts"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]

@@ -12,6 +12,7 @@ mod accounts;
 mod activity;
 pub mod application;
 mod backfill;
+mod destinations;
 mod events;
 mod operational;
 mod subscriptions;
@@ -51,6 +52,13 @@ pub fn application_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
         .routes(routes!(webhooks::attempts))
         .routes(routes!(webhooks::recover))
+        .routes(routes!(destinations::list, destinations::create))
+        .routes(routes!(
+            destinations::get,
+            destinations::update,
+            destinations::delete
+        ))
+        .routes(routes!(destinations::attempts))
 }
 
 /// `/healthz`, `/metrics`, `/openapi.json` (no authentication).

@@ -177,13 +177,13 @@ pub struct Recovered {
     recovered: u64,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<Value>>, D::Error> {
     Option::<Value>::deserialize(deserializer).map(Some)
 }
 
-fn check_filter(filter: &Option<Value>) -> Result<(), ApiError> {
+pub(super) fn check_filter(filter: &Option<Value>) -> Result<(), ApiError> {
     match filter {
         None | Some(Value::Null) => Ok(()),
         Some(pattern) => EventPattern::parse(pattern)
@@ -237,6 +237,52 @@ async fn test_endpoint(
             result.error.unwrap_or_default()
         ))),
     }
+}
+
+/// The filters and page of an attempts listing (webhooks and destinations alike): `status`,
+/// `since`, `until`, `before` and `page_size`. Asks for one attempt more than the page, to
+/// tell whether there is a next one.
+pub(super) fn attempt_query(params: &Params) -> Result<(AttemptQuery, usize), ApiError> {
+    let page_size = params.integer("page_size", 1..=1000, 100)? as usize;
+    let success = match params.get("status") {
+        None => None,
+        Some("success") => Some(true),
+        Some("failure") => Some(false),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`status` must be `success` or `failure`, got `{}`",
+                truncate(other, 20)
+            )))
+        }
+    };
+    let time = |name: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
+        params
+            .get(name)
+            .map(|text| {
+                tidemark_model::time::parse(text).map_err(|_| {
+                    ApiError::invalid(format!(
+                        "`{name}` must be an ISO 8601 timestamp, got `{}`",
+                        truncate(text, 64)
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let before_id = params
+        .get("before")
+        .map(|text| {
+            text.parse::<i64>()
+                .map_err(|_| ApiError::invalid("`before` must be an attempt id"))
+        })
+        .transpose()?;
+    let query = AttemptQuery {
+        success,
+        since: time("since")?,
+        until: time("until")?,
+        before_id,
+        limit: page_size + 1,
+    };
+    Ok((query, page_size))
 }
 
 async fn owned_webhook(
@@ -390,45 +436,7 @@ pub async fn attempts(
     params: Params,
 ) -> Result<impl IntoResponse, ApiError> {
     let endpoint = owned_webhook(&state, &caller, &id).await?;
-    let page_size = params.integer("page_size", 1..=1000, 100)? as usize;
-    let success = match params.get("status") {
-        None => None,
-        Some("success") => Some(true),
-        Some("failure") => Some(false),
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "`status` must be `success` or `failure`, got `{}`",
-                truncate(other, 20)
-            )))
-        }
-    };
-    let time = |name: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
-        params
-            .get(name)
-            .map(|text| {
-                tidemark_model::time::parse(text).map_err(|_| {
-                    ApiError::invalid(format!(
-                        "`{name}` must be an ISO 8601 timestamp, got `{}`",
-                        truncate(text, 64)
-                    ))
-                })
-            })
-            .transpose()
-    };
-    let before_id = params
-        .get("before")
-        .map(|text| {
-            text.parse::<i64>()
-                .map_err(|_| ApiError::invalid("`before` must be an attempt id"))
-        })
-        .transpose()?;
-    let query = AttemptQuery {
-        success,
-        since: time("since")?,
-        until: time("until")?,
-        before_id,
-        limit: page_size + 1,
-    };
+    let (query, page_size) = attempt_query(&params)?;
     let mut attempts = state
         .store
         .list_webhook_attempts(endpoint.id, query)

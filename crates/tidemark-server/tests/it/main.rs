@@ -8,6 +8,7 @@ mod accounts;
 mod activity;
 mod application;
 mod bad_input;
+mod destinations;
 mod kloudless_sdk;
 mod openapi;
 mod subscriptions;
