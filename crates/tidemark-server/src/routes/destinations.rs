@@ -21,7 +21,7 @@ use tidemark_notify::brokers::{
 };
 use tidemark_store::{Destination, DestinationAttempt, DestinationPatch, NewDestination};
 
-use super::webhooks::{attempt_query, check_filter, present};
+use super::webhooks::{attempt_page, attempt_query, check_filter, present};
 use super::PathParams;
 use crate::error::{ApiError, CommonErrors, ErrorBody};
 use crate::extract::{truncate, Caller, JsonBody, Params};
@@ -429,19 +429,16 @@ pub async fn attempts(
 ) -> Result<impl IntoResponse, ApiError> {
     let destination = owned_destination(&state, &caller, &id).await?;
     let (query, page_size) = attempt_query(&params)?;
-    let mut attempts = state
+    let attempts = state
         .store
         .list_destination_attempts(destination.id, query)
         .await?;
-    let more = attempts.len() > page_size;
-    attempts.truncate(page_size);
-    let objects: Vec<DestinationAttemptView> =
-        attempts.iter().map(DestinationAttemptView::from).collect();
-    let next_before = if more {
-        objects.last().map(|a| a.id)
-    } else {
-        None
-    };
+    let (objects, next_before) = attempt_page(
+        attempts,
+        page_size,
+        |a| a.id,
+        |a| DestinationAttemptView::from(a),
+    );
     Ok(Json(DestinationAttemptList {
         count: objects.len(),
         objects,

@@ -285,6 +285,20 @@ pub(super) fn attempt_query(params: &Params) -> Result<(AttemptQuery, usize), Ap
     Ok((query, page_size))
 }
 
+/// One page of attempts, fetched with [`attempt_query`] (one more than the page), as views,
+/// and the `next_before` cursor when there are older ones.
+pub(super) fn attempt_page<A, V>(
+    mut attempts: Vec<A>,
+    page_size: usize,
+    id: impl Fn(&A) -> i64,
+    view: impl Fn(&A) -> V,
+) -> (Vec<V>, Option<i64>) {
+    let more = attempts.len() > page_size;
+    attempts.truncate(page_size);
+    let next_before = if more { attempts.last().map(&id) } else { None };
+    (attempts.iter().map(view).collect(), next_before)
+}
+
 async fn owned_webhook(
     state: &AppState,
     caller: &Caller,
@@ -437,18 +451,12 @@ pub async fn attempts(
 ) -> Result<impl IntoResponse, ApiError> {
     let endpoint = owned_webhook(&state, &caller, &id).await?;
     let (query, page_size) = attempt_query(&params)?;
-    let mut attempts = state
+    let attempts = state
         .store
         .list_webhook_attempts(endpoint.id, query)
         .await?;
-    let more = attempts.len() > page_size;
-    attempts.truncate(page_size);
-    let objects: Vec<AttemptView> = attempts.iter().map(AttemptView::from).collect();
-    let next_before = if more {
-        objects.last().map(|a| a.id)
-    } else {
-        None
-    };
+    let (objects, next_before) =
+        attempt_page(attempts, page_size, |a| a.id, |a| AttemptView::from(a));
     Ok(Json(AttemptList {
         count: objects.len(),
         objects,
