@@ -64,12 +64,15 @@
 //! - [`nats`]: [`NatsPublisher`], JetStream.
 //! - [`rabbitmq`]: [`RabbitMqPublisher`], AMQP 0-9-1 with publisher confirms.
 //! - [`redis`]: [`RedisPublisher`], `XADD`.
+//! - [`worker`]: [`DestinationWorker`], which claims due (destination, subscription) pairs
+//!   from the store and publishes them as described above.
 
 mod message;
 pub mod nats;
 pub mod rabbitmq;
 pub mod redis;
 mod target;
+pub mod worker;
 
 use std::future::Future;
 use std::time::Duration;
@@ -81,6 +84,7 @@ pub use redis::RedisPublisher;
 pub use target::{
     BrokerTarget, DestinationKind, NatsTarget, RabbitMqTarget, RedisTarget, TargetError,
 };
+pub use worker::{DestinationWorker, WorkerConfig};
 
 /// Header (and Redis field) holding the account id.
 pub const HEADER_ACCOUNT_ID: &str = "accountId";

@@ -116,15 +116,30 @@ impl NotifierConfig {
     /// The delay before the next try after `failures` failures in a row (the first retry
     /// after one failure waits `backoff_initial`).
     pub fn retry_delay(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(30);
-        let base = self
-            .backoff_initial
-            .saturating_mul(2u32.saturating_pow(exponent))
-            .min(self.backoff_max);
-        let jitter = self.backoff_jitter.clamp(0.0, 1.0);
-        let factor = 1.0 + jitter * (rand::random::<f64>() * 2.0 - 1.0);
-        base.mul_f64(factor).min(self.backoff_max)
+        backoff_delay(
+            self.backoff_initial,
+            self.backoff_max,
+            self.backoff_jitter,
+            failures,
+        )
     }
+}
+
+/// Exponential back-off: `initial` after one failure, doubling up to `max`, each delay moved
+/// by up to `jitter` (a fraction) either way.
+pub(crate) fn backoff_delay(
+    initial: Duration,
+    max: Duration,
+    jitter: f64,
+    failures: u32,
+) -> Duration {
+    let exponent = failures.saturating_sub(1).min(30);
+    let base = initial
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(max);
+    let jitter = jitter.clamp(0.0, 1.0);
+    let factor = 1.0 + jitter * (rand::random::<f64>() * 2.0 - 1.0);
+    base.mul_f64(factor).min(max)
 }
 
 /// What one HTTP attempt produced.

@@ -16,14 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-use async_nats::jetstream::consumer::{pull, AckPolicy};
 use chrono::Utc;
-use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{json, Value};
 use tidemark_notify::brokers::{
     BrokerPublisher, BrokerTarget, ConnectError, DestinationKind, Message, MessageBuilder,
@@ -32,6 +25,9 @@ use tidemark_notify::brokers::{
 };
 use tidemark_store::StoredActivity;
 use tokio::sync::RwLock;
+
+mod support;
+use support::*;
 
 /// Restart tests take a broker's lock for writing, the others for reading, so no test sees
 /// the server go away under it.
@@ -44,47 +40,6 @@ const ACCOUNT: i64 = 9;
 const SUBSCRIPTIONS: i64 = 6;
 /// Activities per subscription.
 const ACTIVITIES: u64 = 40;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: these tests need the brokers of scripts/brokers.sh \
-             (run scripts/test, or `source scripts/brokers.sh && start_test_brokers` first)"
-        )
-    })
-}
-
-fn nats_url() -> String {
-    env("TIDEMARK_TEST_NATS_URL")
-}
-fn amqp_url() -> String {
-    env("TIDEMARK_TEST_AMQP_URL")
-}
-fn redis_url() -> String {
-    env("TIDEMARK_TEST_REDIS_URL")
-}
-
-/// Stops or starts a broker through `$TIDEMARK_TEST_BROKER_CTL`.
-async fn broker_ctl(broker: &str, action: &str) {
-    let ctl = env("TIDEMARK_TEST_BROKER_CTL");
-    let started = Instant::now();
-    let output = tokio::process::Command::new(&ctl)
-        .args([broker, action])
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("running {ctl}: {e}"));
-    assert!(
-        output.status.success(),
-        "{ctl} {broker} {action} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    eprintln!("{broker} {action}: {:?}", started.elapsed());
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}{:08x}", rand::random::<u32>())
-}
 
 /// A loopback URL nothing listens on.
 fn closed_port_url(scheme: &str, path: &str) -> String {
@@ -173,16 +128,6 @@ async fn publish_concurrently<P: Publisher + 'static>(
     for task in tasks {
         task.await.expect("publishing task");
     }
-}
-
-/// One message as a consumer saw it.
-#[derive(Debug)]
-struct Received {
-    /// Subject or routing key (empty for Redis).
-    key: String,
-    message_id: String,
-    headers: BTreeMap<String, String>,
-    body: Value,
 }
 
 /// Checks what consumers received against what was published: after dropping repeated message
@@ -346,55 +291,6 @@ fn nats_target(stream: &str, prefix: &str, create_stream: bool) -> NatsTarget {
     }
 }
 
-/// Reads the messages under `{prefix}.>` from `stream` with an ephemeral pull consumer: at
-/// least `count`, and any that follow within half a second.
-async fn nats_consume(stream: &str, prefix: &str, count: usize) -> Vec<Received> {
-    let client = async_nats::connect(nats_url())
-        .await
-        .expect("nats consumer");
-    let jetstream = jetstream::new(client);
-    let stream = jetstream.get_stream(stream).await.expect("stream");
-    let consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: format!("{prefix}.>"),
-            ack_policy: AckPolicy::None,
-            ..pull::Config::default()
-        })
-        .await
-        .expect("consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut received = Vec::new();
-    loop {
-        // Wait long for the expected messages, briefly for any beyond them (repeats).
-        let wait = if received.len() < count { 10_000 } else { 500 };
-        let Ok(next) = tokio::time::timeout(Duration::from_millis(wait), messages.next()).await
-        else {
-            assert!(
-                received.len() >= count,
-                "only {} of {count} messages arrived",
-                received.len()
-            );
-            break;
-        };
-        let next = next.expect("stream open").expect("message");
-        let headers: BTreeMap<String, String> = next
-            .headers
-            .iter()
-            .flat_map(|headers| headers.iter())
-            .filter_map(|(name, values)| {
-                Some((name.to_string(), values.first()?.as_str().to_owned()))
-            })
-            .collect();
-        received.push(Received {
-            key: next.subject.to_string(),
-            message_id: headers.get("Nats-Msg-Id").cloned().unwrap_or_default(),
-            headers,
-            body: serde_json::from_slice(&next.payload).expect("json body"),
-        });
-    }
-    received
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_nats_connect_refuses_a_missing_stream_unless_asked_to_create_it() {
     let _shared = NATS.read().await;
@@ -493,122 +389,6 @@ fn rabbitmq_target(exchange: &str, prefix: &str, declare: bool) -> RabbitMqTarge
     }
 }
 
-/// A durable queue bound to `exchange` for `{prefix}.#` (declaring the exchange as the
-/// publisher would), so that messages survive a broker restart.
-async fn rabbitmq_bind_queue(exchange: &str, prefix: &str) -> String {
-    let connection =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-            .await
-            .expect("amqp");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange");
-    let queue = unique("tm-queue-");
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.into(),
-            format!("{prefix}.#").into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    let _ = connection.close(200, "bound".into()).await;
-    queue
-}
-
-/// Reads the messages of `queue`: at least `count`, and any that follow within half a second.
-async fn rabbitmq_consume(queue: &str, count: usize) -> Vec<Received> {
-    let connection =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-            .await
-            .expect("amqp consumer");
-    let channel = connection.create_channel().await.expect("channel");
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "tidemark-test".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let mut received = Vec::new();
-    loop {
-        // Wait long for the expected messages, briefly for any beyond them (repeats).
-        let wait = if received.len() < count { 10_000 } else { 500 };
-        let Ok(delivery) = tokio::time::timeout(Duration::from_millis(wait), consumer.next()).await
-        else {
-            assert!(
-                received.len() >= count,
-                "only {} of {count} messages arrived",
-                received.len()
-            );
-            break;
-        };
-        let delivery = delivery.expect("consumer open").expect("delivery");
-        let headers: BTreeMap<String, String> = delivery
-            .properties
-            .headers()
-            .iter()
-            .flat_map(|table| table.inner().iter())
-            .filter_map(|(name, value)| match value {
-                AMQPValue::LongString(text) => Some((
-                    name.to_string(),
-                    String::from_utf8_lossy(text.as_bytes()).into_owned(),
-                )),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            delivery
-                .properties
-                .content_type()
-                .as_ref()
-                .map(|c| c.as_str()),
-            Some("application/json")
-        );
-        received.push(Received {
-            key: delivery.routing_key.to_string(),
-            message_id: delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
-            headers,
-            body: serde_json::from_slice(&delivery.data).expect("json body"),
-        });
-    }
-    let _ = connection.close(200, "consumed".into()).await;
-    received
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_rabbitmq_connect_refuses_a_missing_exchange_unless_asked_to_declare_it() {
     let _shared = RABBITMQ.read().await;
@@ -700,39 +480,6 @@ fn redis_target(key: &str, max_len: Option<u64>) -> RedisTarget {
         stream_key: key.to_owned(),
         max_len,
     }
-}
-
-async fn redis_connection() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis")
-}
-
-async fn redis_consume(key: &str) -> Vec<Received> {
-    use redis::AsyncCommands as _;
-    let mut connection = redis_connection().await;
-    let reply: redis::streams::StreamRangeReply = connection.xrange_all(key).await.expect("XRANGE");
-    reply
-        .ids
-        .iter()
-        .map(|entry| {
-            let mut headers = BTreeMap::new();
-            for name in ["accountId", "subscriptionId", "v1ActivityType"] {
-                if let Some(value) = entry.get::<String>(name) {
-                    headers.insert(name.to_owned(), value);
-                }
-            }
-            let body: Vec<u8> = entry.get("body").expect("body field");
-            Received {
-                key: String::new(),
-                message_id: entry.get("message_id").expect("message_id field"),
-                headers,
-                body: serde_json::from_slice(&body).expect("json body"),
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

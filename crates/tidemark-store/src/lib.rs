@@ -1029,6 +1029,18 @@ pub trait Store: Send + Sync + 'static {
         outcome: PublicationOutcome,
         attempt: Option<DestinationAttempt>,
     ) -> StoreResult<()>;
+    /// Moves a claimed publication's position forward to `through` after the broker
+    /// acknowledged a message, and keeps the claim (until `claimed_until`) so the same
+    /// publisher goes on with the next message; records the attempt. Clears the failure count.
+    /// Returns `false` when the claim was taken over meanwhile (the position is then left to
+    /// the new holder, and the caller must stop publishing for this claim).
+    async fn advance_publication(
+        &self,
+        due: &DuePublication,
+        through: u64,
+        claimed_until: DateTime<Utc>,
+        attempt: Option<DestinationAttempt>,
+    ) -> StoreResult<bool>;
     /// A destination's attempts, newest first.
     async fn list_destination_attempts(
         &self,

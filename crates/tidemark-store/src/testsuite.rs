@@ -54,6 +54,7 @@ macro_rules! store_test_suite {
             test_backfill_jobs_are_claimed_once_and_commit_with_their_position,
             test_an_application_created_with_its_key_is_usable_at_once,
             test_destinations_publish_once_per_subscription_and_move_only_forward,
+            test_destination_claim_advances_per_message_while_held,
         );
     };
     (@tests $factory:ident; $($name:ident,)*) => {
@@ -1830,4 +1831,91 @@ pub async fn test_destinations_publish_once_per_subscription_and_move_only_forwa
         claim(Utc::now()).await.is_empty(),
         "gone with its positions"
     );
+}
+
+/// A publisher moves its position after each acknowledged message without giving up its
+/// claim; a claim taken over meanwhile is told so and moves nothing.
+pub async fn test_destination_claim_advances_per_message_while_held<S: Store>(store: Arc<S>) {
+    use crate::PublicationOutcome;
+    let subscription = setup(&*store).await;
+    let account = store
+        .get_account(subscription.account)
+        .await
+        .expect("account");
+    let destination = store
+        .create_destination(new_destination(account.application_id))
+        .await
+        .expect("destination");
+    store
+        .commit(batch(&subscription, &["a", "b", "c", "d", "e"], None))
+        .await
+        .expect("commit");
+    let ttl = Duration::from_secs(30);
+    let now = Utc::now();
+    let due = store
+        .claim_due_publications(now, ttl, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 1);
+    let held = due[0].clone();
+    assert_eq!((held.after_sequence, held.through_sequence), (0, 5));
+
+    let until = now + chrono::Duration::seconds(60);
+    assert!(store
+        .advance_publication(&held, 2, until, Some(destination_attempt(&held, 2, true)))
+        .await
+        .expect("advance"));
+    // Still claimed (until the extended time), so nobody else takes it.
+    assert!(store
+        .claim_due_publications(now + chrono::Duration::seconds(45), ttl, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    // A position never moves back.
+    assert!(store
+        .advance_publication(&held, 1, until, None)
+        .await
+        .expect("advance"));
+    assert!(store
+        .advance_publication(&held, 4, until, None)
+        .await
+        .expect("advance"));
+
+    // Once the extended claim lapses another publisher takes over from the position.
+    let later = until + chrono::Duration::seconds(1);
+    let due = store
+        .claim_due_publications(later, ttl, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 1);
+    let taken = due[0].clone();
+    assert_eq!((taken.after_sequence, taken.through_sequence), (4, 5));
+    assert!(
+        !store
+            .advance_publication(&held, 5, later, None)
+            .await
+            .expect("stale advance"),
+        "the old holder learns it lost the claim"
+    );
+    store
+        .finish_publication(&taken, PublicationOutcome::Published { through: 5 }, None)
+        .await
+        .expect("finish");
+    assert!(store
+        .claim_due_publications(later, ttl, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    let attempts = store
+        .list_destination_attempts(
+            destination.id,
+            crate::AttemptQuery {
+                limit: 10,
+                ..crate::AttemptQuery::default()
+            },
+        )
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].last_sequence, 2);
 }

@@ -43,6 +43,16 @@ pub struct ServeArgs {
     /// one (for scripted set-ups).
     #[arg(long, env = "TIDEMARK_BOOTSTRAP_API_KEY", hide_env_values = true)]
     bootstrap_api_key: Option<String>,
+    /// Seconds to wait for a broker to acknowledge one published message (reconnecting
+    /// included) before retrying it with back-off.
+    #[arg(long, env = "TIDEMARK_BROKER_PUBLISH_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    broker_publish_timeout_secs: u64,
+    /// How long a claim on a (destination, subscription) pair lasts, renewed with every
+    /// acknowledged message: a node that dies mid-publish delays that pair by up to this long.
+    #[arg(long, env = "TIDEMARK_BROKER_CLAIM_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    broker_claim_ttl_secs: u64,
     /// A PEM file of root certificates that https webhook endpoints may also chain to (a
     /// private CA, or a receiver's self-signed certificate), e.g. `/etc/tidemark/webhook-ca.pem`.
     #[arg(long, env = "TIDEMARK_WEBHOOK_CA_FILE")]
@@ -50,6 +60,19 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Broker publishing settings.
+    fn destination_config(&self) -> tidemark_notify::brokers::WorkerConfig {
+        let defaults = tidemark_notify::brokers::WorkerConfig::default();
+        tidemark_notify::brokers::WorkerConfig {
+            publisher: tidemark_notify::brokers::PublisherOptions {
+                publish_timeout: std::time::Duration::from_secs(self.broker_publish_timeout_secs),
+                ..defaults.publisher
+            },
+            claim_ttl: std::time::Duration::from_secs(self.broker_claim_ttl_secs),
+            ..defaults
+        }
+    }
+
     /// Webhook delivery settings: the seed's schedule, trusting `--webhook-ca-file` too.
     fn webhook_config(&self) -> anyhow::Result<tidemark_notify::webhooks::NotifierConfig> {
         let mut config = tidemark_notify::webhooks::NotifierConfig {
@@ -119,6 +142,7 @@ pub async fn shutdown_signal() {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let webhook_config = args.webhook_config()?;
+    let destination_config = args.destination_config();
     let metrics = install_metrics()?;
     let store = db::open(&args.db).await?;
     if store.list_applications().await?.is_empty() {
@@ -174,6 +198,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     });
     let notifier = start_notifier(&store, &engine, webhook_config.clone(), stop_rx.clone())?;
+    let publisher = start_destination_worker(&store, &engine, destination_config, stop_rx.clone());
     let mut http_stop = stop_rx;
     let state =
         tidemark_server::AppState::new(store, Some(metrics)).with_webhook_config(webhook_config);
@@ -185,6 +210,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     engine_task.await.context("engine task")?;
     notifier.stopped().await;
+    publisher.stopped().await;
     http_task.await.context("http task")??;
     Ok(())
 }
@@ -212,43 +238,80 @@ fn print_new_application(application_id: i64, api_key: &str) {
     );
 }
 
-/// The webhook notifier, running until `stop` turns true, woken by every commit of `engine`
-/// so webhooks leave at once (it also looks for due notifications on its own).
+/// A notifier (webhooks or broker destinations), running until `stop` turns true, woken by
+/// every commit of `engine` so notifications leave at once (it also looks for due work on its
+/// own).
 pub struct RunningNotifier {
     task: tokio::task::JoinHandle<()>,
     waker: tokio::task::JoinHandle<()>,
 }
 
 impl RunningNotifier {
-    /// Waits for the notifier to finish its deliveries after `stop`.
+    /// Waits for the notifier to finish what it has in flight after `stop`.
     pub async fn stopped(self) {
         let _ = self.task.await;
         self.waker.abort();
     }
+
+    /// Runs `run(shutdown)` in a task, calling `wake` on every commit of `engine`.
+    fn start<F>(
+        engine: &Arc<Engine>,
+        wake: impl Fn() + Send + 'static,
+        run: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut commits = engine.subscribe_commits();
+        let waker = tokio::spawn(async move {
+            // A lagged receiver still means "there was a commit".
+            while !matches!(
+                commits.recv().await,
+                Err(tokio::sync::broadcast::error::RecvError::Closed)
+            ) {
+                wake();
+            }
+        });
+        let task = tokio::spawn(run(Box::pin(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })));
+        RunningNotifier { task, waker }
+    }
 }
 
-/// Starts the notifier for `store` with `config`, woken by `engine`'s commits.
+/// Starts the webhook notifier for `store` with `config`, woken by `engine`'s commits.
 pub fn start_notifier(
     store: &Arc<dyn tidemark_store::Store>,
     engine: &Arc<Engine>,
     config: tidemark_notify::webhooks::NotifierConfig,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<RunningNotifier> {
     let notifier = tidemark_notify::webhooks::Notifier::new(Arc::clone(store), config)
         .context("starting the webhook notifier")?;
-    let mut commits = engine.subscribe_commits();
     let awake = Arc::clone(&notifier);
-    let waker = tokio::spawn(async move {
-        // A lagged receiver still means "there was a commit".
-        while !matches!(
-            commits.recv().await,
-            Err(tokio::sync::broadcast::error::RecvError::Closed)
-        ) {
-            awake.wake();
-        }
-    });
-    let task = tokio::spawn(notifier.run(async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    }));
-    Ok(RunningNotifier { task, waker })
+    Ok(RunningNotifier::start(
+        engine,
+        move || awake.wake(),
+        |shutdown| notifier.run(shutdown),
+        stop,
+    ))
+}
+
+/// Starts the broker destination worker for `store` with `config`, woken by `engine`'s
+/// commits.
+pub fn start_destination_worker(
+    store: &Arc<dyn tidemark_store::Store>,
+    engine: &Arc<Engine>,
+    config: tidemark_notify::brokers::WorkerConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> RunningNotifier {
+    let worker = tidemark_notify::brokers::DestinationWorker::new(Arc::clone(store), config);
+    let awake = Arc::clone(&worker);
+    RunningNotifier::start(
+        engine,
+        move || awake.wake(),
+        |shutdown| worker.run(shutdown),
+        stop,
+    )
 }

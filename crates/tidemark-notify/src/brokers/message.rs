@@ -27,6 +27,18 @@ pub enum PayloadFormat {
     Both,
 }
 
+impl PayloadFormat {
+    /// The format named `name` (`v1`, `v2`, `both`), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "v1" => Some(PayloadFormat::V1),
+            "v2" => Some(PayloadFormat::V2),
+            "both" => Some(PayloadFormat::Both),
+            _ => None,
+        }
+    }
+}
+
 /// The default [`MessageBuilder::max_body_bytes`]: half of a NATS server's default
 /// `max_payload` (1 MiB), well within RabbitMQ's and Redis's limits.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 512 * 1024;

@@ -24,6 +24,16 @@ pub enum DestinationKind {
 }
 
 impl DestinationKind {
+    /// The kind named `name` in JSON (`nats`, `rabbitmq`, `redis`), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "nats" => Some(DestinationKind::Nats),
+            "rabbitmq" => Some(DestinationKind::Rabbitmq),
+            "redis" => Some(DestinationKind::Redis),
+            _ => None,
+        }
+    }
+
     /// The name used in JSON (`nats`, `rabbitmq`, `redis`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -151,14 +161,12 @@ impl BrokerTarget {
             });
         };
         let kind = match object.get("kind") {
-            Some(Value::String(kind)) => match kind.as_str() {
-                "nats" => DestinationKind::Nats,
-                "rabbitmq" => DestinationKind::Rabbitmq,
-                "redis" => DestinationKind::Redis,
-                other => {
+            Some(Value::String(kind)) => match DestinationKind::from_name(kind) {
+                Some(kind) => kind,
+                None => {
                     return Err(invalid(
                         "kind",
-                        format!("unknown kind `{other}` (nats, rabbitmq or redis)"),
+                        format!("unknown kind `{kind}` (nats, rabbitmq or redis)"),
                     ))
                 }
             },

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidemark_notify::brokers::{
-    BrokerPublisher, BrokerTarget, ConnectError, DestinationKind, PublisherOptions,
+    BrokerPublisher, BrokerTarget, ConnectError, DestinationKind, PayloadFormat, PublisherOptions,
 };
 use tidemark_store::{Destination, DestinationAttempt, DestinationPatch, NewDestination};
 
@@ -220,23 +220,20 @@ pub struct UpdateDestination {
 }
 
 fn parse_kind(kind: &str) -> Result<DestinationKind, ApiError> {
-    match kind {
-        "nats" => Ok(DestinationKind::Nats),
-        "rabbitmq" => Ok(DestinationKind::Rabbitmq),
-        "redis" => Ok(DestinationKind::Redis),
-        other => Err(ApiError::invalid(format!(
+    DestinationKind::from_name(kind).ok_or_else(|| {
+        ApiError::invalid(format!(
             "`kind` must be `nats`, `rabbitmq` or `redis`, got `{}`",
-            truncate(other, 32)
-        ))),
-    }
+            truncate(kind, 32)
+        ))
+    })
 }
 
 fn check_payload(payload: &str) -> Result<(), ApiError> {
-    match payload {
-        "v1" | "v2" | "both" => Ok(()),
-        other => Err(ApiError::invalid(format!(
+    match PayloadFormat::from_name(payload) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::invalid(format!(
             "`payload` must be `v1`, `v2` or `both`, got `{}`",
-            truncate(other, 32)
+            truncate(payload, 32)
         ))),
     }
 }

@@ -795,6 +795,33 @@ fn json_text(value: &Value) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Logs one publish attempt.
+async fn insert_destination_attempt_in(
+    tx: &impl GenericClient,
+    attempt: &DestinationAttempt,
+) -> StoreResult<()> {
+    execute(
+        tx,
+        "INSERT INTO destination_attempts (destination_id, subscription_id, account_id, \
+         first_sequence, last_sequence, published, started_at, latency_us, success, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &attempt.destination_id,
+            &attempt.subscription_id,
+            &attempt.account_id,
+            &to_i64(attempt.first_sequence),
+            &to_i64(attempt.last_sequence),
+            &i64::from(attempt.published),
+            &micros(attempt.started_at),
+            &i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
+            &attempt.success,
+            &attempt.error,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records how one claimed publication ended (see [`Store::finish_publication`]).
 async fn finish_publication_in(
     tx: &impl GenericClient,
@@ -805,25 +832,7 @@ async fn finish_publication_in(
     let (destination_id, subscription_id, token) =
         (due.destination.id, due.subscription_id, due.claim_token);
     if let Some(attempt) = attempt {
-        execute(
-            tx,
-            "INSERT INTO destination_attempts (destination_id, subscription_id, account_id, \
-             first_sequence, last_sequence, published, started_at, latency_us, success, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            &[
-                &attempt.destination_id,
-                &attempt.subscription_id,
-                &attempt.account_id,
-                &to_i64(attempt.first_sequence),
-                &to_i64(attempt.last_sequence),
-                &i64::from(attempt.published),
-                &micros(attempt.started_at),
-                &i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
-                &attempt.success,
-                &attempt.error,
-            ],
-        )
-        .await?;
+        insert_destination_attempt_in(tx, attempt).await?;
     }
     match outcome {
         PublicationOutcome::Published { through } => {
@@ -2197,6 +2206,37 @@ impl Store for PostgresStore {
         finish_publication_in(&tx, due, outcome, attempt.as_ref()).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn advance_publication(
+        &self,
+        due: &DuePublication,
+        through: u64,
+        claimed_until: DateTime<Utc>,
+        attempt: Option<DestinationAttempt>,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(attempt) = &attempt {
+            insert_destination_attempt_in(&tx, attempt).await?;
+        }
+        let held = execute(
+            &tx,
+            "UPDATE destination_positions SET \
+             published_sequence = GREATEST(published_sequence, $4), attempts = 0, \
+             failing_since = NULL, next_attempt_at = 0, claimed_until = $5 \
+             WHERE destination_id = $1 AND subscription_id = $2 AND claim_token = $3",
+            &[
+                &due.destination.id,
+                &due.subscription_id,
+                &due.claim_token,
+                &to_i64(through),
+                &micros(claimed_until),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(held == 1)
     }
 
     async fn list_destination_attempts(

@@ -612,6 +612,27 @@ fn json_text(value: &Value) -> StoreResult<String> {
 }
 
 /// Records how one claimed publication ended (see [`Store::finish_publication`]).
+fn insert_destination_attempt_tx(tx: &Connection, attempt: &DestinationAttempt) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO destination_attempts (destination_id, subscription_id, account_id, \
+             first_sequence, last_sequence, published, started_at, latency_us, success, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        attempt.destination_id,
+        attempt.subscription_id,
+        attempt.account_id,
+        i64::try_from(attempt.first_sequence).unwrap_or(i64::MAX),
+        i64::try_from(attempt.last_sequence).unwrap_or(i64::MAX),
+        attempt.published,
+        micros(attempt.started_at),
+        i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
+        attempt.success,
+        attempt.error,
+    ])?;
+    Ok(())
+}
+
 fn finish_publication_tx(
     tx: &Connection,
     due: &DuePublication,
@@ -619,23 +640,7 @@ fn finish_publication_tx(
     attempt: Option<&DestinationAttempt>,
 ) -> StoreResult<()> {
     if let Some(attempt) = attempt {
-        tx.prepare_cached(
-            "INSERT INTO destination_attempts (destination_id, subscription_id, account_id, \
-             first_sequence, last_sequence, published, started_at, latency_us, success, error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            attempt.destination_id,
-            attempt.subscription_id,
-            attempt.account_id,
-            i64::try_from(attempt.first_sequence).unwrap_or(i64::MAX),
-            i64::try_from(attempt.last_sequence).unwrap_or(i64::MAX),
-            attempt.published,
-            micros(attempt.started_at),
-            i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
-            attempt.success,
-            attempt.error,
-        ])?;
+        insert_destination_attempt_tx(tx, attempt)?;
     }
     let (destination_id, subscription_id, token) =
         (due.destination.id, due.subscription_id, due.claim_token);
@@ -1935,6 +1940,37 @@ impl Store for SqliteStore {
         let due = due.clone();
         self.write(move |tx| finish_publication_tx(tx, &due, outcome, attempt.as_ref()))
             .await
+    }
+
+    async fn advance_publication(
+        &self,
+        due: &DuePublication,
+        through: u64,
+        claimed_until: DateTime<Utc>,
+        attempt: Option<DestinationAttempt>,
+    ) -> StoreResult<bool> {
+        let (destination_id, subscription_id, token) =
+            (due.destination.id, due.subscription_id, due.claim_token);
+        self.write(move |tx| {
+            if let Some(attempt) = &attempt {
+                insert_destination_attempt_tx(tx, attempt)?;
+            }
+            let held = tx
+                .prepare_cached(
+                    "UPDATE destination_positions SET published_sequence = MAX(published_sequence, ?4), \
+                     attempts = 0, failing_since = NULL, next_attempt_at = 0, claimed_until = ?5 \
+                     WHERE destination_id = ?1 AND subscription_id = ?2 AND claim_token = ?3",
+                )?
+                .execute(params![
+                    destination_id,
+                    subscription_id,
+                    token,
+                    i64::try_from(through).unwrap_or(i64::MAX),
+                    micros(claimed_until)
+                ])?;
+            Ok(held == 1)
+        })
+        .await
     }
 
     async fn list_destination_attempts(
