@@ -91,7 +91,7 @@ impl Default for WorkerConfig {
 
 /// How much longer than one publish's timeout a claim lasts at least, and how much of a claim
 /// must be left to start another publish under it.
-pub const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(2);
 
 impl WorkerConfig {
     /// The claim's lifetime: [`WorkerConfig::claim_ttl`], raised to outlast one publish.
