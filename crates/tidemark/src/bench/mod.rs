@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 mod api;
+mod brokers;
 mod chaos;
 mod ingest;
 mod ingest_pg;
@@ -28,6 +29,10 @@ pub enum BenchCommand {
     Api(api::ApiArgs),
     /// Webhook deliveries per second, commit-to-receipt latency and coalescing.
     Webhooks(webhooks::WebhooksArgs),
+    /// Activities per second published to NATS JetStream, RabbitMQ and Redis Streams with
+    /// acknowledgements, from many subscriptions, over a bare client publishing the same
+    /// messages.
+    Brokers(brokers::BrokersArgs),
     /// The parallel time-range tracker over HTTP: activities per second with 1, 4 and 16
     /// workers, and the speed-up over one worker.
     Track(track::TrackArgs),
@@ -62,6 +67,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Read(args) => read::run(args).await,
         BenchCommand::Api(args) => api::run(args).await,
         BenchCommand::Webhooks(args) => webhooks::run(args).await,
+        BenchCommand::Brokers(args) => brokers::run(args).await,
         BenchCommand::Track(args) => track::run(args).await,
         BenchCommand::Chaos(args) => chaos::run(args).await,
     }
