@@ -619,6 +619,10 @@ pub struct DuePublication {
     pub after_sequence: u64,
     /// The subscription's last sequence when the claim was taken.
     pub through_sequence: u64,
+    /// The last sequence of a message published from `after_sequence` whose acknowledgement
+    /// was never committed (see [`PublicationAdvance::pending_through`]): the next message from
+    /// this position must end exactly there, so that a repeat is the same message.
+    pub pending_through: Option<u64>,
     /// Failed attempts in a row before this one.
     pub attempts: u32,
     /// When the current run of failures began.
@@ -641,6 +645,53 @@ pub enum PublicationOutcome {
         /// When to try again.
         retry_at: DateTime<Utc>,
     },
+}
+
+/// A claimed publication's progress, written after a broker acknowledged a message (or
+/// before a message is published, to record it as pending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicationAdvance {
+    /// The destination.
+    pub destination_id: i64,
+    /// The subscription.
+    pub subscription_id: SubscriptionId,
+    /// The claim's fencing token.
+    pub claim_token: i64,
+    /// The destination's `modified` when the claim was taken: a destination changed (or
+    /// disabled) since refuses the advance, so its new settings apply from the next claim.
+    pub destination_modified: DateTime<Utc>,
+    /// The position moves here (never back). The failure count is cleared only when it moves.
+    pub through: u64,
+    /// The last sequence of the message about to be published from `through`, if any
+    /// (`None` when nothing is in flight).
+    pub pending_through: Option<u64>,
+    /// The claim is kept until then.
+    pub claimed_until: DateTime<Utc>,
+    /// The attempt to log with it.
+    pub attempt: Option<DestinationAttempt>,
+}
+
+impl PublicationAdvance {
+    /// An advance of `due`'s claim to `through`, kept until `claimed_until`.
+    pub fn of(due: &DuePublication, through: u64, claimed_until: DateTime<Utc>) -> Self {
+        PublicationAdvance {
+            destination_id: due.destination.id,
+            subscription_id: due.subscription_id,
+            claim_token: due.claim_token,
+            destination_modified: due.destination.modified,
+            through,
+            pending_through: None,
+            claimed_until,
+            attempt: None,
+        }
+    }
+}
+
+/// The claim token a new destination position starts from: the time in microseconds. A
+/// position deleted and created again (SQLite may reuse a deleted row's id) starts above every
+/// token its earlier life handed out (one per claim), so a claim from that life never matches.
+pub(crate) fn first_claim_token() -> i64 {
+    Utc::now().timestamp_micros()
 }
 
 /// One publish attempt, as recorded.
@@ -1029,18 +1080,16 @@ pub trait Store: Send + Sync + 'static {
         outcome: PublicationOutcome,
         attempt: Option<DestinationAttempt>,
     ) -> StoreResult<()>;
-    /// Moves a claimed publication's position forward to `through` after the broker
-    /// acknowledged a message, and keeps the claim (until `claimed_until`) so the same
-    /// publisher goes on with the next message; records the attempt. Clears the failure count.
-    /// Returns `false` when the claim was taken over meanwhile (the position is then left to
-    /// the new holder, and the caller must stop publishing for this claim).
-    async fn advance_publication(
+    /// Writes the progress of claimed publications, each in its own right: moves the position
+    /// forward (clearing the failure count when it moves), records the pending message and the
+    /// attempt, and keeps the claim until `claimed_until` so the same publisher goes on. For
+    /// each advance, in order, whether it was taken: `false` when its claim was taken over, or
+    /// its destination was changed, disabled or deleted since the claim (nothing is written
+    /// for it then, and its publisher must stop).
+    async fn advance_publications(
         &self,
-        due: &DuePublication,
-        through: u64,
-        claimed_until: DateTime<Utc>,
-        attempt: Option<DestinationAttempt>,
-    ) -> StoreResult<bool>;
+        advances: Vec<PublicationAdvance>,
+    ) -> StoreResult<Vec<bool>>;
     /// A destination's attempts, newest first.
     async fn list_destination_attempts(
         &self,

@@ -201,6 +201,7 @@ const TABLES: &[Table] = &[
             "attempts",
             "failing_since",
             "next_attempt_at",
+            "pending_through",
         ],
         cleared: &["claimed_until"],
         order_by: "endpoint_id, subscription_id",

@@ -1834,9 +1834,10 @@ pub async fn test_destinations_publish_once_per_subscription_and_move_only_forwa
 }
 
 /// A publisher moves its position after each acknowledged message without giving up its
-/// claim; a claim taken over meanwhile is told so and moves nothing.
+/// claim; a claim taken over, or whose destination changed, is told so and moves nothing; a
+/// pending message is handed to the next claim; renewing a claim keeps the failure count.
 pub async fn test_destination_claim_advances_per_message_while_held<S: Store>(store: Arc<S>) {
-    use crate::PublicationOutcome;
+    use crate::{DestinationPatch, PublicationAdvance, PublicationOutcome};
     let subscription = setup(&*store).await;
     let account = store
         .get_account(subscription.account)
@@ -1852,60 +1853,201 @@ pub async fn test_destination_claim_advances_per_message_while_held<S: Store>(st
         .expect("commit");
     let ttl = Duration::from_secs(30);
     let now = Utc::now();
-    let due = store
-        .claim_due_publications(now, ttl, 10)
-        .await
-        .expect("claim");
+    let claim = |at: chrono::DateTime<Utc>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .claim_due_publications(at, ttl, 10)
+                .await
+                .expect("claim")
+        }
+    };
+    let due = claim(now).await;
     assert_eq!(due.len(), 1);
     let held = due[0].clone();
-    assert_eq!((held.after_sequence, held.through_sequence), (0, 5));
+    assert_eq!(
+        (
+            held.after_sequence,
+            held.through_sequence,
+            held.pending_through
+        ),
+        (0, 5, None)
+    );
+    let advance = |due: &crate::DuePublication, through: u64, pending: Option<u64>, until| {
+        let store = Arc::clone(&store);
+        let mut item = PublicationAdvance::of(due, through, until);
+        item.pending_through = pending;
+        async move {
+            store
+                .advance_publications(vec![item])
+                .await
+                .expect("advance")[0]
+        }
+    };
 
     let until = now + chrono::Duration::seconds(60);
-    assert!(store
-        .advance_publication(&held, 2, until, Some(destination_attempt(&held, 2, true)))
-        .await
-        .expect("advance"));
+    let mut first = PublicationAdvance::of(&held, 2, until);
+    first.pending_through = Some(3);
+    first.attempt = Some(destination_attempt(&held, 2, true));
+    let mut second = PublicationAdvance::of(&held, 1, until);
+    second.pending_through = Some(3);
+    assert_eq!(
+        store
+            .advance_publications(vec![first, second])
+            .await
+            .expect("advance"),
+        [true, true],
+        "a batch of advances, each taken"
+    );
     // Still claimed (until the extended time), so nobody else takes it.
-    assert!(store
-        .claim_due_publications(now + chrono::Duration::seconds(45), ttl, 10)
-        .await
-        .expect("claim")
-        .is_empty());
-    // A position never moves back.
-    assert!(store
-        .advance_publication(&held, 1, until, None)
-        .await
-        .expect("advance"));
-    assert!(store
-        .advance_publication(&held, 4, until, None)
-        .await
-        .expect("advance"));
+    assert!(claim(now + chrono::Duration::seconds(45)).await.is_empty());
 
-    // Once the extended claim lapses another publisher takes over from the position.
+    // Once the extended claim lapses, the next publisher starts from the position and is told
+    // which message was in flight (the position never moved back to 1).
     let later = until + chrono::Duration::seconds(1);
-    let due = store
-        .claim_due_publications(later, ttl, 10)
-        .await
-        .expect("claim");
+    let due = claim(later).await;
     assert_eq!(due.len(), 1);
     let taken = due[0].clone();
-    assert_eq!((taken.after_sequence, taken.through_sequence), (4, 5));
+    assert_eq!(
+        (
+            taken.after_sequence,
+            taken.through_sequence,
+            taken.pending_through
+        ),
+        (2, 5, Some(3))
+    );
     assert!(
-        !store
-            .advance_publication(&held, 5, later, None)
-            .await
-            .expect("stale advance"),
+        !advance(&held, 5, None, later).await,
         "the old holder learns it lost the claim"
     );
+    // A failure, then a renewal that moves nothing: the failure count stays.
+    let retry_at = later + chrono::Duration::seconds(1);
     store
-        .finish_publication(&taken, PublicationOutcome::Published { through: 5 }, None)
+        .finish_publication(&taken, PublicationOutcome::Failed { retry_at }, None)
         .await
         .expect("finish");
-    assert!(store
-        .claim_due_publications(later, ttl, 10)
+    let due = claim(retry_at).await;
+    let retry = due[0].clone();
+    assert_eq!(
+        (retry.after_sequence, retry.attempts, retry.pending_through),
+        (2, 1, Some(3)),
+        "a failure keeps the pending message"
+    );
+    let renewed_until = retry_at + chrono::Duration::seconds(30);
+    assert!(advance(&retry, 2, Some(3), renewed_until).await);
+    store
+        .finish_publication(&retry, PublicationOutcome::Published { through: 2 }, None)
         .await
-        .expect("claim")
-        .is_empty());
+        .expect("release");
+    let due = claim(renewed_until).await;
+    let again = due[0].clone();
+    assert_eq!(
+        (again.attempts, again.pending_through),
+        (1, Some(3)),
+        "neither a renewal nor a release without progress clears the failure count or the pending message"
+    );
+    assert!(again.failing_since.is_some());
+    // Progress clears both.
+    assert!(
+        advance(
+            &again,
+            3,
+            None,
+            renewed_until + chrono::Duration::seconds(30)
+        )
+        .await
+    );
+
+    // A destination changed (or disabled) since the claim refuses the advance.
+    store
+        .update_destination(
+            destination.id,
+            DestinationPatch {
+                batch_size: Some(7),
+                ..DestinationPatch::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert!(
+        !advance(
+            &again,
+            4,
+            None,
+            renewed_until + chrono::Duration::seconds(30)
+        )
+        .await,
+        "settings changed under the claim"
+    );
+    store
+        .finish_publication(&again, PublicationOutcome::Published { through: 3 }, None)
+        .await
+        .expect("release");
+    let due = claim(renewed_until + chrono::Duration::seconds(1)).await;
+    let fresh = due[0].clone();
+    assert_eq!(
+        (fresh.after_sequence, fresh.attempts, fresh.pending_through),
+        (3, 0, None)
+    );
+    assert_eq!(fresh.destination.batch_size, 7);
+    assert!(
+        advance(
+            &fresh,
+            5,
+            None,
+            renewed_until + chrono::Duration::seconds(60)
+        )
+        .await
+    );
+    store
+        .finish_publication(&fresh, PublicationOutcome::Published { through: 5 }, None)
+        .await
+        .expect("finish");
+    assert!(claim(later + chrono::Duration::minutes(5)).await.is_empty());
+
+    // A destination deleted and created again (its id may be reused) is out of reach of the
+    // old one's claims.
+    store
+        .commit(batch(&subscription, &["f"], None))
+        .await
+        .expect("commit");
+    let stale_at = later + chrono::Duration::minutes(10);
+    let stale = claim(stale_at).await[0].clone();
+    store
+        .delete_destination(destination.id)
+        .await
+        .expect("delete");
+    let recreated = store
+        .create_destination(new_destination(account.application_id))
+        .await
+        .expect("destination");
+    store
+        .commit(batch(&subscription, &["g"], None))
+        .await
+        .expect("commit");
+    let mut stale_for_new = stale.clone();
+    stale_for_new.destination.id = recreated.id;
+    assert!(!advance(&stale_for_new, 7, None, stale_at).await);
+    store
+        .finish_publication(
+            &stale_for_new,
+            PublicationOutcome::Published { through: 7 },
+            None,
+        )
+        .await
+        .expect("stale finish");
+    let due = claim(stale_at).await;
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (
+            due[0].destination.id,
+            due[0].after_sequence,
+            due[0].through_sequence
+        ),
+        (recreated.id, 6, 7),
+        "the new destination's position is its own"
+    );
+
     let attempts = store
         .list_destination_attempts(
             destination.id,
@@ -1916,6 +2058,5 @@ pub async fn test_destination_claim_advances_per_message_while_held<S: Store>(st
         )
         .await
         .expect("attempts");
-    assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].last_sequence, 2);
+    assert!(attempts.is_empty(), "deleted with its destination");
 }

@@ -1,12 +1,15 @@
-//! `kill -9` of `tidemark serve` while it publishes to a broker destination: after a restart
-//! every subscription's activity is published in order with nothing skipped, and at most one
-//! message per subscription is published twice (the one acknowledged but not yet committed),
-//! with the same message id, so a consumer can drop it.
+//! `kill -9` of `tidemark serve` while it publishes to a broker destination, three times, with
+//! activity committed all along: after the last restart every subscription's activity is
+//! published in order with nothing skipped, and each kill repeats at most one message per
+//! subscription (the one in flight), identical to its first copy and with the same message
+//! id, so a consumer can drop it.
 //!
 //! One test per broker (NATS JetStream, RabbitMQ, Redis Streams), started by
 //! `scripts/brokers.sh`. The test process commits the activity straight into the server's
-//! SQLite database (as a poller would) and watches the destination's attempts log to kill the
-//! server once part of it is published.
+//! SQLite database (as a poller would), in small commits whose activity types change every
+//! three activities, so messages often end at the end of what was committed and would grow
+//! if published again later; it watches the destination's attempts log to kill the server
+//! while it publishes.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -21,8 +24,9 @@ use support::*;
 
 const API_KEY: &str = "tmk_broker_crash_test_key_0123456789";
 const SUBSCRIPTIONS: usize = 4;
-const ACTIVITIES: usize = 2000;
+const ACTIVITIES: usize = 1500;
 const BATCH_SIZE: usize = 5;
+const KILLS: usize = 3;
 
 fn serve(db: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
@@ -56,10 +60,11 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
 }
 
 fn activity(account: i64, subscription: i64, index: usize) -> tidemark_model::Activity {
+    let event_type = ["add", "update", "delete"][(index / 3) % 3];
     serde_json::from_value(json!({
         "id": format!("s{subscription}-{index}"), "account": account,
         "api": "activity", "type": "activity", "event_category": "storage",
-        "event_type": "add", "event_subtype": "unknown",
+        "event_type": event_type, "event_subtype": "unknown",
         "target": {"type": "file", "id": format!("f{index}"), "name": format!("doc{index}.txt")},
         "timestamp": "2026-01-02T03:04:05Z", "actor": {"type": "user", "id": "u1"}
     }))
@@ -131,43 +136,65 @@ async fn kill_mid_publish_then_restart(kind: &str, target: Value, consumer: impl
         .as_i64()
         .expect("destination id");
 
-    for &(account, subscription) in &subscriptions {
-        for chunk in (0..ACTIVITIES).collect::<Vec<_>>().chunks(200) {
-            let batch: Vec<_> = chunk
-                .iter()
-                .map(|&i| activity(account, subscription, i))
-                .collect();
-            store
-                .commit(CommitBatch::new(subscription, &batch).expect("encode"))
-                .await
-                .expect("commit");
-        }
-    }
+    // Commit in small pieces, all along, while the server publishes (and dies).
+    let committer = {
+        let store = SqliteStore::open(&db).expect("the server's database");
+        let subscriptions = subscriptions.clone();
+        tokio::spawn(async move {
+            let mut index = 0;
+            let mut size = 1;
+            while index < ACTIVITIES {
+                let end = (index + size).min(ACTIVITIES);
+                for &(account, subscription) in &subscriptions {
+                    let batch: Vec<_> = (index..end)
+                        .map(|i| activity(account, subscription, i))
+                        .collect();
+                    store
+                        .commit(CommitBatch::new(subscription, &batch).expect("encode"))
+                        .await
+                        .expect("commit");
+                }
+                index = end;
+                size = size % 4 + 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
     let total = SUBSCRIPTIONS * ACTIVITIES;
-    // Kill once part of it went out.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = published(&store, destination).await;
-        if done >= total / 5 {
-            assert!(
-                done < total,
-                "everything was published before the kill: raise ACTIVITIES"
-            );
-            break;
+    for kill in 1..=KILLS {
+        // Kill once more of it went out.
+        let goal = total * kill / (KILLS + 2);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let done = published(&store, destination).await;
+            if done >= goal {
+                break;
+            }
+            assert!(Instant::now() < deadline, "publishing stalled at {done}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(Instant::now() < deadline, "publishing never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+        let at_kill = published(&store, destination).await;
+        assert!(
+            at_kill < total,
+            "everything was published before kill {kill}: raise ACTIVITIES"
+        );
+        eprintln!("{kind}: kill {kill} after {at_kill} of {total} activities were acknowledged");
+        child = serve(&db, port);
+        wait_healthy(&client, &base).await;
     }
-    child.kill().expect("kill -9");
-    child.wait().expect("reaped");
-    let at_kill = published(&store, destination).await;
-    eprintln!("{kind}: killed after {at_kill} of {total} activities were acknowledged");
+    committer.await.expect("committer");
 
-    let mut restarted = serve(&db, port);
-    wait_healthy(&client, &base).await;
-    let received = consumer.consume(total / BATCH_SIZE).await;
-    restarted.kill().expect("kill");
-    let _ = restarted.wait();
+    let complete = |received: &[Received]| {
+        let carried = carried_v2_ids(received);
+        subscriptions
+            .iter()
+            .all(|(_, subscription)| carried.get(subscription).map_or(0, Vec::len) >= ACTIVITIES)
+    };
+    let received = consumer.consume_until(complete).await;
+    child.kill().expect("kill");
+    let _ = child.wait();
 
     // Per subscription: each message id once after dropping repeats, at most one repeat,
     // identical to the first copy, and the activity complete and in order.
@@ -203,8 +230,8 @@ async fn kill_mid_publish_then_restart(kind: &str, target: Value, consumer: impl
         );
         let repeated = repeats.get(&subscription).copied().unwrap_or(0);
         assert!(
-            repeated <= 1,
-            "{kind}: subscription {subscription} re-published {repeated} messages"
+            repeated <= KILLS,
+            "{kind}: subscription {subscription} re-published {repeated} messages over {KILLS} kills"
         );
     }
     let unique_ids: HashSet<&String> = first_copy.keys().collect();
@@ -215,9 +242,10 @@ async fn kill_mid_publish_then_restart(kind: &str, target: Value, consumer: impl
     );
 }
 
-/// Reads at least `count` messages of a destination (and the repeats that follow them).
+/// Reads a destination's messages until `done` says they are all there (and the repeats that
+/// follow them shortly).
 trait AsyncConsume {
-    async fn consume(&self, count: usize) -> Vec<Received>;
+    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received>;
 }
 
 struct NatsConsumer {
@@ -226,8 +254,8 @@ struct NatsConsumer {
 }
 
 impl AsyncConsume for NatsConsumer {
-    async fn consume(&self, count: usize) -> Vec<Received> {
-        nats_consume(&self.stream, &self.prefix, count).await
+    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        nats_consume_until(&self.stream, &self.prefix, done).await
     }
 }
 
@@ -236,8 +264,8 @@ struct RabbitMqConsumer {
 }
 
 impl AsyncConsume for RabbitMqConsumer {
-    async fn consume(&self, count: usize) -> Vec<Received> {
-        rabbitmq_consume(&self.queue, count).await
+    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        rabbitmq_consume_until(&self.queue, done).await
     }
 }
 
@@ -246,21 +274,8 @@ struct RedisConsumer {
 }
 
 impl AsyncConsume for RedisConsumer {
-    async fn consume(&self, count: usize) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let received = redis_consume(&self.key).await;
-            if received.len() >= count {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                return redis_consume(&self.key).await;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} entries arrived",
-                received.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        redis_consume_until(&self.key, done).await
     }
 }
 

@@ -13,17 +13,30 @@
 //!    ([`MessageBuilder`]: the destination's payload format, batch size and filter) and
 //!    publishes them one by one. After each acknowledgement it commits the position to the
 //!    message's [`Message::through_sequence`] and keeps its claim
-//!    ([`Store::advance_publication`]); a page whose activity matched nothing moves the
-//!    position without publishing. A crash therefore re-publishes at most the one message
-//!    that was acknowledged but not yet committed, with the same message id.
-//! 3. A failed publish (or connect) keeps the position, records the attempt and backs off
+//!    ([`Store::advance_publications`], written in batches for all the pairs in flight); a
+//!    page whose activity matched nothing moves the position without publishing. A crash
+//!    therefore re-publishes at most the one message that was acknowledged but not yet
+//!    committed.
+//! 3. **A repeat is the same message.** Consumers (and JetStream's duplicate window) drop a
+//!    repeated message id, `{subscription}-{first_sequence}`, so a message published again
+//!    must carry exactly what the first copy carried, even if more activity was committed in
+//!    between (otherwise the activity added to the repeat would be dropped with it). A message
+//!    that ends at the end of what was read could grow on a later read, so before it is
+//!    published its last sequence is recorded as the position's *pending* message; the next
+//!    publish from that position, by any node, ends there.
+//! 4. A failed publish (or connect) keeps the position, records the attempt and backs off
 //!    exponentially (0.5 s to 30 s by default): a broker that is down for an hour gets
 //!    everything, in order, within about 30 s of coming back. Nothing is ever given up.
+//!
+//! A claim stops (and the pair is claimed afresh) when the destination is changed, disabled or
+//! deleted, so new settings apply from the next message. Claims expire by the nodes' clocks:
+//! run the nodes with synchronised clocks (NTP), as for poll leases and webhook claims.
 //!
 //! One [`BrokerPublisher`] per destination is shared by all its subscriptions; it is opened on
 //! first use, re-opened when the destination's settings change or the broker says the target
 //! is unusable (a deleted stream is then re-created when the destination asks for that), and a
-//! failed connect is retried at most once per [`WorkerConfig::reconnect_after`].
+//! failed connect is retried at most once per [`WorkerConfig::reconnect_after`]. Publishers not
+//! used for [`IDLE_PUBLISHER`] are closed.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -31,8 +44,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tidemark_store::{Destination, DestinationAttempt, DuePublication, PublicationOutcome, Store};
-use tokio::sync::{Notify, Semaphore};
+use tidemark_store::{
+    Destination, DestinationAttempt, DuePublication, PublicationAdvance, PublicationOutcome, Store,
+    StoredActivity,
+};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::{
     BrokerPublisher, BrokerTarget, DestinationKind, Message, MessageBuilder, PayloadFormat,
@@ -47,13 +63,13 @@ pub struct WorkerConfig {
     /// Timeouts of each destination's publisher (connect, and one publish until its ack).
     pub publisher: PublisherOptions,
     /// How long a claim on a (destination, subscription) pair lasts; renewed with every
-    /// acknowledged message. Never less than one publish's timeout plus [`CLAIM_MARGIN`]
-    /// (see [`WorkerConfig::effective_claim_ttl`]). A node that dies holding a claim delays
-    /// that pair by up to this long.
+    /// acknowledged message. Never less than one publish's timeout plus twice
+    /// [`CLAIM_MARGIN`] (see [`WorkerConfig::effective_claim_ttl`]). A node that dies holding
+    /// a claim delays that pair by up to this long.
     pub claim_ttl: Duration,
     /// Pairs published at once by this worker.
     pub max_in_flight: usize,
-    /// Activities read from the stream at a time.
+    /// Activities read from the stream at a time (at least 1).
     pub read_batch: usize,
     /// Largest message body (see [`MessageBuilder::max_body_bytes`]).
     pub max_body_bytes: usize,
@@ -77,7 +93,7 @@ impl Default for WorkerConfig {
             publisher: PublisherOptions::default(),
             claim_ttl: Duration::from_secs(60),
             max_in_flight: 1024,
-            read_batch: 1000,
+            read_batch: 500,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -89,12 +105,18 @@ impl Default for WorkerConfig {
     }
 }
 
-/// How much longer than one publish's timeout a claim lasts at least, and how much of a claim
-/// must be left to start another publish under it.
+/// How much claim must be left, beyond one publish's timeout, to start a publish under it.
 pub const CLAIM_MARGIN: Duration = Duration::from_secs(2);
 
+/// A destination's publisher unused for this long is closed (it is opened again when needed).
+pub const IDLE_PUBLISHER: Duration = Duration::from_secs(300);
+
+/// Advances written to the store in one call at most.
+const ADVANCE_BATCH: usize = 1024;
+
 impl WorkerConfig {
-    /// The claim's lifetime: [`WorkerConfig::claim_ttl`], raised to outlast one publish.
+    /// The claim's lifetime: [`WorkerConfig::claim_ttl`], raised to outlast one publish with
+    /// room to renew it.
     pub fn effective_claim_ttl(&self) -> Duration {
         self.claim_ttl
             .max(self.publisher.publish_timeout + CLAIM_MARGIN * 2)
@@ -124,6 +146,15 @@ struct Slot {
     connection: Option<Connection>,
 }
 
+/// A destination's slot and when a claim last asked for it.
+struct SlotEntry {
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+    used: Instant,
+}
+
+/// An advance waiting to be written, with where to say whether it was taken.
+type AdvanceRequest = (PublicationAdvance, oneshot::Sender<Option<bool>>);
+
 /// Publishes due activity to broker destinations. Share it in an `Arc`; call
 /// [`DestinationWorker::wake`] when activity is committed so publishing starts at once.
 pub struct DestinationWorker {
@@ -133,7 +164,10 @@ pub struct DestinationWorker {
     places: Arc<Semaphore>,
     /// Per destination id: its connection slot, locked while connecting so that the claims
     /// waiting for it share one connect.
-    slots: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<HashMap<i64, SlotEntry>>,
+    /// Advances of every claim in flight, written in batches by [`DestinationWorker::run`].
+    advances: mpsc::UnboundedSender<AdvanceRequest>,
+    advances_rx: Mutex<Option<mpsc::UnboundedReceiver<AdvanceRequest>>>,
 }
 
 impl std::fmt::Debug for DestinationWorker {
@@ -146,29 +180,61 @@ impl std::fmt::Debug for DestinationWorker {
 
 /// Why a claim stopped early.
 enum Stop {
-    /// The claim was taken over or its time ran out: leave the pair to its next holder.
+    /// The claim was taken over, its destination changed, or the position could not be
+    /// written: leave the pair to its next claim (released if it is still ours).
     LostClaim,
     /// The worker is stopping: release the claim where the position is.
     ShuttingDown,
-    /// Publishing failed: back off. The message, when one was being published.
-    Failed {
-        error: String,
-        message: Option<(u64, u64, usize)>,
-        started_at: DateTime<Utc>,
-        latency: Duration,
-    },
+    /// Publishing failed: back off.
+    Failed(Failure),
+}
+
+/// A failed publish (or what kept it from being tried).
+struct Failure {
+    error: String,
+    /// The message's first and last sequence and activity count, when one was published.
+    message: Option<(u64, u64, usize)>,
+    started_at: DateTime<Utc>,
+    latency: Duration,
+}
+
+impl Failure {
+    /// A failure before any message was published, that began at `started_at`.
+    fn before_publishing(error: String, started_at: DateTime<Utc>) -> Stop {
+        Stop::Failed(Failure {
+            error,
+            message: None,
+            latency: (Utc::now() - started_at).to_std().unwrap_or_default(),
+            started_at,
+        })
+    }
+}
+
+/// What one claim is doing: its position and pending message as the store holds them, and
+/// how long the claim lasts.
+struct Progress<'a> {
+    due: &'a DuePublication,
+    /// Everything up to here is acknowledged and committed.
+    position: u64,
+    /// The pending message as last written (see the module doc).
+    pending: Option<u64>,
+    /// When the claim ends, as this node reckons it (never later than the store's).
+    deadline: Instant,
 }
 
 impl DestinationWorker {
     /// A worker over `store`.
     pub fn new(store: Arc<dyn Store>, config: WorkerConfig) -> Arc<Self> {
         crate::metrics::describe();
+        let (advances, advances_rx) = mpsc::unbounded_channel();
         Arc::new(DestinationWorker {
             places: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             store,
             config,
             wake: Notify::new(),
             slots: Mutex::new(HashMap::new()),
+            advances,
+            advances_rx: Mutex::new(Some(advances_rx)),
         })
     }
 
@@ -178,13 +244,24 @@ impl DestinationWorker {
     }
 
     /// Publishes until `shutdown` resolves, then waits for the claims in flight (each ends
-    /// after its current publish).
+    /// after its current publish and releases its claim).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let recorder = self
+            .advances_rx
+            .lock()
+            .ok()
+            .and_then(|mut rx| rx.take())
+            .map(|rx| tokio::spawn(Arc::clone(&self).write_advances(rx)));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut swept = Instant::now();
         loop {
             let scanned = tokio::time::Instant::now();
             self.dispatch_due(&stop_rx).await;
+            if swept.elapsed() >= IDLE_PUBLISHER / 10 {
+                self.close_idle_publishers();
+                swept = Instant::now();
+            }
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.wake.notified() => {
@@ -196,6 +273,35 @@ impl DestinationWorker {
         let _ = stop_tx.send(true);
         let all = u32::try_from(self.config.max_in_flight.max(1)).unwrap_or(u32::MAX);
         let _ = self.places.acquire_many(all).await;
+        if let Some(recorder) = recorder {
+            recorder.abort();
+            let _ = recorder.await;
+        }
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.clear();
+        }
+    }
+
+    /// Writes the advances of all claims in flight, whatever has gathered in one store call,
+    /// and tells each claim whether its advance was taken (`None`: the write failed).
+    async fn write_advances(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AdvanceRequest>) {
+        let mut batch = Vec::with_capacity(ADVANCE_BATCH);
+        while rx.recv_many(&mut batch, ADVANCE_BATCH).await > 0 {
+            let (items, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
+            match self.store.advance_publications(items).await {
+                Ok(taken) => {
+                    for (reply, taken) in replies.into_iter().zip(taken) {
+                        let _ = reply.send(Some(taken));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not commit destination positions");
+                    for reply in replies {
+                        let _ = reply.send(None);
+                    }
+                }
+            }
+        }
     }
 
     /// Claims as many due pairs as there are free places and starts publishing each.
@@ -219,8 +325,17 @@ impl DestinationWorker {
             }
         };
         for publication in due {
+            // Only this loop takes places, and it claimed no more than were free.
             let Ok(permit) = Arc::clone(&self.places).try_acquire_owned() else {
-                break;
+                self.finish(
+                    &publication,
+                    PublicationOutcome::Published {
+                        through: publication.after_sequence,
+                    },
+                    None,
+                )
+                .await;
+                continue;
             };
             let worker = Arc::clone(self);
             let stop = stop.clone();
@@ -242,14 +357,20 @@ impl DestinationWorker {
         claim_deadline: Instant,
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut position = due.after_sequence;
-        match self
-            .publish_from(&due, &mut position, claim_deadline, &stop)
-            .await
-        {
+        let mut progress = Progress {
+            due: &due,
+            position: due.after_sequence,
+            pending: due.pending_through,
+            deadline: claim_deadline,
+        };
+        let result = self.publish_from(&mut progress, &stop).await;
+        let position = progress.position;
+        match result {
             // Every acknowledged message was committed as it went; this releases the claim
             // (at once on shutdown too, so a restarted node need not wait for it to lapse).
-            Ok(()) | Err(Stop::ShuttingDown) => {
+            // A claim taken over is left alone by the store (its token no longer matches); one
+            // whose destination changed is released, to be claimed with the new settings.
+            Ok(()) | Err(Stop::ShuttingDown) | Err(Stop::LostClaim) => {
                 self.finish(
                     &due,
                     PublicationOutcome::Published { through: position },
@@ -257,13 +378,7 @@ impl DestinationWorker {
                 )
                 .await;
             }
-            Err(Stop::LostClaim) => {}
-            Err(Stop::Failed {
-                error,
-                message,
-                started_at,
-                latency,
-            }) => {
+            Err(Stop::Failed(failure)) => {
                 // Messages acknowledged under this claim reset the failure count.
                 let failures = if position > due.after_sequence {
                     1
@@ -271,12 +386,16 @@ impl DestinationWorker {
                     due.attempts + 1
                 };
                 let delay = self.config.retry_delay(failures);
-                tracing::debug!(%error, retry_in_ms = delay.as_millis() as u64, "publish failed");
                 if failures == 1 {
-                    tracing::warn!(%error, "publishing to the destination failed; retrying with back-off");
+                    tracing::warn!(error = %failure.error, "publishing to the destination failed; retrying with back-off");
+                } else {
+                    tracing::debug!(error = %failure.error, failures, retry_in_ms = delay.as_millis() as u64, "publish failed again");
                 }
-                let (first_sequence, last_sequence, published) =
-                    message.unwrap_or((position + 1, due.through_sequence.max(position + 1), 0));
+                let (first_sequence, last_sequence, published) = failure.message.unwrap_or((
+                    position + 1,
+                    due.through_sequence.max(position + 1),
+                    0,
+                ));
                 let attempt = DestinationAttempt {
                     id: 0,
                     destination_id: due.destination.id,
@@ -285,15 +404,13 @@ impl DestinationWorker {
                     first_sequence,
                     last_sequence,
                     published: u32::try_from(published).unwrap_or(u32::MAX),
-                    started_at,
-                    latency,
+                    started_at: failure.started_at,
+                    latency: failure.latency,
                     success: false,
-                    error: Some(error),
+                    error: Some(failure.error),
                 };
                 let retry_at =
                     Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                // Acknowledged messages before the failure were committed one by one; the
-                // position stays where the last of them left it.
                 self.finish(&due, PublicationOutcome::Failed { retry_at }, Some(attempt))
                     .await;
             }
@@ -313,56 +430,79 @@ impl DestinationWorker {
         }
     }
 
-    /// Publishes the claimed pair's activity after `position`, committing `position` after
-    /// every acknowledged message, until the claim's `through_sequence` is covered.
+    /// Publishes the claimed pair's activity after its position, committing the position
+    /// after every acknowledged message, until the claim's `through_sequence` is covered.
     async fn publish_from(
         &self,
-        due: &DuePublication,
-        position: &mut u64,
-        mut claim_deadline: Instant,
+        progress: &mut Progress<'_>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), Stop> {
-        let failed = |error: String| Stop::Failed {
-            error,
-            message: None,
-            started_at: Utc::now(),
-            latency: Duration::ZERO,
-        };
+        let due = progress.due;
+        let started_at = Utc::now();
         let builder = message_builder(&due.destination, self.config.max_body_bytes);
-        let publisher = self.publisher(&due.destination).await.map_err(failed)?;
-        let ttl = self.config.effective_claim_ttl();
-        while *position < due.through_sequence {
+        let publisher = self.publisher(&due.destination, started_at).await?;
+        // The message in flight when the last claim ended: the next one from this position
+        // ends there (see the module doc).
+        let mut in_flight = due.pending_through.filter(|&p| p > due.after_sequence);
+        while progress.position < due.through_sequence || in_flight.is_some() {
             if *stop.borrow() {
                 return Err(Stop::ShuttingDown);
             }
-            let page = self
+            let mut page = self
                 .store
-                .read_activity(due.subscription_id, *position, self.config.read_batch)
+                .read_activity(
+                    due.subscription_id,
+                    progress.position,
+                    self.config.read_batch.max(1),
+                )
                 .await
-                .map_err(|e| failed(format!("reading the stream: {e}")))?;
+                .map_err(|e| {
+                    Failure::before_publishing(format!("reading the stream: {e}"), Utc::now())
+                })?;
+            if let Some(end) = in_flight.take() {
+                page.retain(|stored| stored.sequence <= end);
+            }
             let Some(last) = page.last().map(|stored| stored.sequence) else {
                 // Nothing after the position any more (pruned, or the subscription deleted).
-                *position = due.through_sequence;
+                progress.position = progress.position.max(due.through_sequence);
                 break;
             };
+            warn_on_gap(progress.position, &page);
             let messages = builder
                 .build(due.account_id, due.subscription_id, &page)
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| Failure::before_publishing(e.to_string(), Utc::now()))?;
             if messages.is_empty() {
                 // Nothing matched the filter: move on without publishing.
-                claim_deadline = self.advance(due, last, None, ttl).await?;
-                *position = last;
+                self.advance(progress, last, None, None).await?;
                 continue;
             }
-            for message in &messages {
+            // The last message may end only because the page did: it could grow on a later
+            // read, so it is recorded as pending before it goes out. The others end where the
+            // next message begins, whatever comes after.
+            let max = builder.max_activities.get();
+            let pending_of = |index: usize| -> Option<u64> {
+                let message: &Message = messages.get(index)?;
+                (index + 1 == messages.len() && message.activity_count < max)
+                    .then_some(message.last_sequence)
+            };
+            for (index, message) in messages.iter().enumerate() {
                 if *stop.borrow() {
                     return Err(Stop::ShuttingDown);
                 }
-                let left = claim_deadline.saturating_duration_since(Instant::now());
-                if left < self.config.publisher.publish_timeout + CLAIM_MARGIN {
-                    // Too little claim left for another publish: renew it first (the ack
-                    // below renews it again).
-                    self.advance(due, *position, None, ttl).await?;
+                let pending = pending_of(index);
+                let short = progress.deadline.saturating_duration_since(Instant::now())
+                    < self.config.publisher.publish_timeout + CLAIM_MARGIN;
+                if (pending.is_some() && pending != progress.pending) || short {
+                    // Record the pending message, or renew a claim running short.
+                    let keep = pending.or(progress.pending);
+                    self.advance(progress, progress.position, keep, None)
+                        .await?;
+                    if progress.deadline.saturating_duration_since(Instant::now())
+                        < self.config.publisher.publish_timeout + CLAIM_MARGIN
+                    {
+                        tracing::warn!("could not renew the claim in time; leaving the pair");
+                        return Err(Stop::LostClaim);
+                    }
                 }
                 let started_at = Utc::now();
                 let timer = Instant::now();
@@ -374,10 +514,13 @@ impl DestinationWorker {
                             tracing::debug!(message_id = %message.message_id(), "broker already had the message");
                         }
                         let attempt = attempt_of(due, message, started_at, latency);
-                        claim_deadline = self
-                            .advance(due, message.through_sequence, Some(attempt), ttl)
-                            .await?;
-                        *position = message.through_sequence;
+                        self.advance(
+                            progress,
+                            message.through_sequence,
+                            pending_of(index + 1),
+                            Some(attempt),
+                        )
+                        .await?;
                     }
                     Err(error) => {
                         if !error.is_retriable() {
@@ -385,7 +528,7 @@ impl DestinationWorker {
                             // binding removed): connect afresh next time, checking it again.
                             self.forget_publisher(due.destination.id);
                         }
-                        return Err(Stop::Failed {
+                        return Err(Stop::Failed(Failure {
                             error: error.to_string(),
                             message: Some((
                                 message.first_sequence,
@@ -394,73 +537,85 @@ impl DestinationWorker {
                             )),
                             started_at,
                             latency,
-                        });
+                        }));
                     }
                 }
             }
-            // Activity after the last message that had nothing to carry.
-            if last > *position {
-                claim_deadline = self.advance(due, last, None, ttl).await?;
-                *position = last;
+            if last > progress.position {
+                // Defensive: the last message's `through_sequence` already covers the page.
+                self.advance(progress, last, None, None).await?;
             }
         }
         Ok(())
     }
 
-    /// Commits `through` under the claim and renews it; the claim's new deadline.
+    /// Commits `through` (and the pending message) under the claim and renews it.
     async fn advance(
         &self,
-        due: &DuePublication,
+        progress: &mut Progress<'_>,
         through: u64,
+        pending: Option<u64>,
         attempt: Option<DestinationAttempt>,
-        ttl: Duration,
-    ) -> Result<Instant, Stop> {
+    ) -> Result<(), Stop> {
+        let ttl = self.config.effective_claim_ttl();
         let deadline = Instant::now() + ttl;
         let until = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        match self
-            .store
-            .advance_publication(due, through, until, attempt)
-            .await
-        {
-            Ok(true) => Ok(deadline),
-            Ok(false) => {
-                tracing::debug!("claim taken over; leaving the pair to its new holder");
+        let mut item = PublicationAdvance::of(progress.due, through, until);
+        item.pending_through = pending;
+        item.attempt = attempt;
+        let (reply, answer) = oneshot::channel();
+        if self.advances.send((item, reply)).is_err() {
+            return Err(Stop::LostClaim);
+        }
+        match answer.await {
+            Ok(Some(true)) => {
+                progress.position = progress.position.max(through);
+                progress.pending = pending;
+                progress.deadline = deadline;
+                Ok(())
+            }
+            Ok(Some(false)) => {
+                tracing::debug!("claim taken over or destination changed; leaving the pair");
                 Err(Stop::LostClaim)
             }
-            Err(error) => {
-                // The message was acknowledged but its position not committed: it will be
-                // published again (same id) once the claim lapses.
-                tracing::warn!(%error, "could not commit a destination's position");
-                Err(Stop::LostClaim)
-            }
+            // The write failed (logged by the writer): a message acknowledged but not
+            // committed is published again, the same, by the pair's next claim.
+            Ok(None) | Err(_) => Err(Stop::LostClaim),
         }
     }
 
     /// The destination's publisher, connecting when there is none for its current settings.
-    async fn publisher(&self, destination: &Destination) -> Result<Arc<BrokerPublisher>, String> {
+    async fn publisher(
+        &self,
+        destination: &Destination,
+        started_at: DateTime<Utc>,
+    ) -> Result<Arc<BrokerPublisher>, Stop> {
         let slot = {
-            let mut slots = self
-                .slots
-                .lock()
-                .map_err(|_| "publisher table poisoned".to_owned())?;
-            Arc::clone(slots.entry(destination.id).or_insert_with(|| {
-                Arc::new(tokio::sync::Mutex::new(Slot {
+            let mut slots = self.slots.lock().map_err(|_| Stop::LostClaim)?;
+            let entry = slots.entry(destination.id).or_insert_with(|| SlotEntry {
+                slot: Arc::new(tokio::sync::Mutex::new(Slot {
                     version: destination.modified,
                     connection: None,
-                }))
-            }))
+                })),
+                used: Instant::now(),
+            });
+            entry.used = Instant::now();
+            Arc::clone(&entry.slot)
         };
         let mut slot = slot.lock().await;
-        if slot.version != destination.modified {
+        if destination.modified > slot.version {
             slot.version = destination.modified;
             slot.connection = None;
+        } else if destination.modified < slot.version {
+            // This claim was taken with settings that have changed since.
+            return Err(Stop::LostClaim);
         }
         match &slot.connection {
             Some(Connection::Open(publisher)) => return Ok(Arc::clone(publisher)),
             Some(Connection::Failed { at, error })
                 if at.elapsed() < self.config.reconnect_after =>
             {
-                return Err(error.clone())
+                return Err(Failure::before_publishing(error.clone(), started_at))
             }
             _ => {}
         }
@@ -482,7 +637,7 @@ impl DestinationWorker {
                     at: Instant::now(),
                     error: error.clone(),
                 });
-                Err(error)
+                Err(Failure::before_publishing(error, started_at))
             }
         }
     }
@@ -491,6 +646,27 @@ impl DestinationWorker {
     fn forget_publisher(&self, destination_id: i64) {
         if let Ok(mut slots) = self.slots.lock() {
             slots.remove(&destination_id);
+        }
+    }
+
+    /// Closes the publishers of destinations no claim asked for in [`IDLE_PUBLISHER`]
+    /// (deleted, disabled, or without activity).
+    fn close_idle_publishers(&self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.retain(|_, entry| entry.used.elapsed() < IDLE_PUBLISHER);
+        }
+    }
+}
+
+/// Logs activity that left the stream before this destination published it (retention).
+fn warn_on_gap(position: u64, page: &[StoredActivity]) {
+    if let Some(first) = page.first() {
+        if first.sequence > position + 1 {
+            tracing::warn!(
+                from = position + 1,
+                to = first.sequence - 1,
+                "activity was pruned before it was published to this destination"
+            );
         }
     }
 }

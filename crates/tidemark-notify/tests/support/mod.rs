@@ -72,6 +72,16 @@ pub struct Received {
 /// Reads the messages under `{prefix}.>` from `stream` with an ephemeral pull consumer: at
 /// least `count`, and any that follow within half a second.
 pub async fn nats_consume(stream: &str, prefix: &str, count: usize) -> Vec<Received> {
+    nats_consume_until(stream, prefix, |received| received.len() >= count).await
+}
+
+/// Reads the messages under `{prefix}.>` from `stream` until `done` says they are all there
+/// (waiting up to 10 s for each next one), and any that follow within half a second.
+pub async fn nats_consume_until(
+    stream: &str,
+    prefix: &str,
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
     let client = async_nats::connect(nats_url())
         .await
         .expect("nats consumer");
@@ -89,12 +99,13 @@ pub async fn nats_consume(stream: &str, prefix: &str, count: usize) -> Vec<Recei
     let mut received = Vec::new();
     loop {
         // Wait long for the expected messages, briefly for any beyond them (repeats).
-        let wait = if received.len() < count { 10_000 } else { 500 };
+        let complete = done(&received);
+        let wait = if complete { 500 } else { 10_000 };
         let Ok(next) = tokio::time::timeout(Duration::from_millis(wait), messages.next()).await
         else {
             assert!(
-                received.len() >= count,
-                "only {} of {count} messages arrived",
+                complete,
+                "only {} messages arrived, not all that were expected",
                 received.len()
             );
             break;
@@ -166,6 +177,15 @@ pub async fn rabbitmq_bind_queue(exchange: &str, prefix: &str) -> String {
 
 /// Reads the messages of `queue`: at least `count`, and any that follow within half a second.
 pub async fn rabbitmq_consume(queue: &str, count: usize) -> Vec<Received> {
+    rabbitmq_consume_until(queue, |received| received.len() >= count).await
+}
+
+/// Reads the messages of `queue` until `done` says they are all there (waiting up to 10 s for
+/// each next one), and any that follow within half a second.
+pub async fn rabbitmq_consume_until(
+    queue: &str,
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
     let connection =
         lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
             .await
@@ -186,12 +206,13 @@ pub async fn rabbitmq_consume(queue: &str, count: usize) -> Vec<Received> {
     let mut received = Vec::new();
     loop {
         // Wait long for the expected messages, briefly for any beyond them (repeats).
-        let wait = if received.len() < count { 10_000 } else { 500 };
+        let complete = done(&received);
+        let wait = if complete { 500 } else { 10_000 };
         let Ok(delivery) = tokio::time::timeout(Duration::from_millis(wait), consumer.next()).await
         else {
             assert!(
-                received.len() >= count,
-                "only {} of {count} messages arrived",
+                complete,
+                "only {} messages arrived, not all that were expected",
                 received.len()
             );
             break;
@@ -242,10 +263,26 @@ pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
         .expect("redis")
 }
 
+/// The entries of Redis stream `key` (retrying for up to 30 s while a restarted server is
+/// still loading its data or not yet accepting connections).
 pub async fn redis_consume(key: &str) -> Vec<Received> {
     use redis::AsyncCommands as _;
-    let mut connection = redis_connection().await;
-    let reply: redis::streams::StreamRangeReply = connection.xrange_all(key).await.expect("XRANGE");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply: redis::streams::StreamRangeReply = loop {
+        let attempt = async {
+            let mut connection = redis::Client::open(redis_url())?
+                .get_multiplexed_async_connection()
+                .await?;
+            connection.xrange_all(key).await
+        };
+        match attempt.await {
+            Ok(reply) => break reply,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "XRANGE {key}: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     reply
         .ids
         .iter()
@@ -265,4 +302,53 @@ pub async fn redis_consume(key: &str) -> Vec<Received> {
             }
         })
         .collect()
+}
+
+/// The entries of Redis stream `key` once `done` says they are all there (polling for up to
+/// 60 s), and any added within half a second after.
+pub async fn redis_consume_until(key: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let received = redis_consume(key).await;
+        if done(&received) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return redis_consume(key).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} entries arrived, not all that were expected",
+            received.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The v2 activity ids carried by the distinct messages (repeated ids dropped) of each
+/// subscription, in arrival order.
+pub fn carried_v2_ids(received: &[Received]) -> std::collections::HashMap<i64, Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut carried: std::collections::HashMap<i64, Vec<String>> = Default::default();
+    for message in received {
+        if !seen.insert(message.message_id.clone()) {
+            continue;
+        }
+        let Some(subscription) = message
+            .headers
+            .get("subscriptionId")
+            .and_then(|id| id.parse().ok())
+        else {
+            continue;
+        };
+        let ids = carried.entry(subscription).or_default();
+        for item in message.body["activity"]["v2"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(id) = item["id"].as_str() {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    carried
 }

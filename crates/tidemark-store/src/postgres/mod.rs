@@ -34,13 +34,14 @@ use tidemark_model::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use crate::first_claim_token;
 use crate::{
     AccountPatch, ActivityPage, ApiKey, AttemptQuery, BackfillClaim, BackfillJob, BackfillState,
     BackfillStep, CommitBatch, CommitOutcome, Destination, DestinationAttempt, DestinationPatch,
     DueNotification, DuePublication, JsonPage, Lease, NewAccount, NewDestination, NewSubscription,
-    NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, PublicationOutcome, RangePage,
-    RangePosition, SecretDigest, Store, StoreError, StoreResult, StoredActivity, TimeRange,
-    WebhookAttempt, WebhookEndpoint, WebhookPatch,
+    NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, PublicationAdvance,
+    PublicationOutcome, RangePage, RangePosition, SecretDigest, Store, StoreError, StoreResult,
+    StoredActivity, TimeRange, WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
 
 mod migrations;
@@ -838,9 +839,14 @@ async fn finish_publication_in(
         PublicationOutcome::Published { through } => {
             execute(
                 tx,
+                // SET expressions see the row as it was: the failure count is cleared only
+                // when the position moves, and a pending message only once it is reached.
                 "UPDATE destination_positions SET \
-                 published_sequence = GREATEST(published_sequence, $4), attempts = 0, \
-                 failing_since = NULL, next_attempt_at = 0, claimed_until = NULL \
+                 published_sequence = GREATEST(published_sequence, $4), \
+                 attempts = CASE WHEN $4 > published_sequence THEN 0 ELSE attempts END, \
+                 failing_since = CASE WHEN $4 > published_sequence THEN NULL ELSE failing_since END, \
+                 pending_through = CASE WHEN pending_through <= $4 THEN NULL ELSE pending_through END, \
+                 next_attempt_at = 0, claimed_until = NULL \
                  WHERE destination_id = $1 AND subscription_id = $2 AND claim_token = $3",
                 &[&destination_id, &subscription_id, &token, &to_i64(through)],
             )
@@ -2012,10 +2018,10 @@ impl Store for PostgresStore {
         // Told about activity committed from now on.
         execute(
             &tx,
-            "INSERT INTO destination_positions (destination_id, subscription_id, published_sequence) \
-             SELECT $1, s.id, s.last_sequence FROM subscriptions s \
+            "INSERT INTO destination_positions (destination_id, subscription_id, published_sequence, claim_token) \
+             SELECT $1, s.id, s.last_sequence, $3 FROM subscriptions s \
              JOIN accounts a ON a.id = s.account_id WHERE a.application_id = $2",
-            &[&created.id, &destination.application_id],
+            &[&created.id, &destination.application_id, &first_claim_token()],
         )
         .await?;
         tx.commit().await?;
@@ -2140,7 +2146,7 @@ impl Store for PostgresStore {
             &tx,
             "INSERT INTO destination_positions AS p (destination_id, subscription_id, \
                published_sequence, attempts, claimed_until, claim_token) \
-             SELECT w.destination_id, w.subscription_id, w.after, w.attempts, $5, 1 \
+             SELECT w.destination_id, w.subscription_id, w.after, w.attempts, $5, $7 \
                FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[]) \
                  WITH ORDINALITY AS w(destination_id, subscription_id, after, attempts, ord) \
                ORDER BY w.ord \
@@ -2149,7 +2155,7 @@ impl Store for PostgresStore {
              WHERE (p.claimed_until IS NULL OR p.claimed_until <= $6) \
                AND p.published_sequence = excluded.published_sequence \
                AND p.attempts = excluded.attempts \
-             RETURNING p.destination_id, p.subscription_id, p.claim_token",
+             RETURNING p.destination_id, p.subscription_id, p.claim_token, p.pending_through",
             &[
                 &wanted.iter().map(|w| w.0).collect::<Vec<i64>>(),
                 &wanted.iter().map(|w| w.1).collect::<Vec<i64>>(),
@@ -2157,19 +2163,21 @@ impl Store for PostgresStore {
                 &wanted.iter().map(|w| w.3).collect::<Vec<i64>>(),
                 &claimed_until,
                 &now,
+                &first_claim_token(),
             ],
         )
         .await?;
         let mut tokens = HashMap::with_capacity(claimed.len());
         for row in &claimed {
             let key: (i64, i64) = (get(row, 0)?, get(row, 1)?);
-            tokens.insert(key, get::<i64>(row, 2)?);
+            let pending: Option<i64> = get(row, 3)?;
+            tokens.insert(key, (get::<i64>(row, 2)?, pending.map(i64::unsigned_abs)));
         }
         let mut destinations: HashMap<i64, Destination> = HashMap::new();
         let mut due = Vec::with_capacity(tokens.len());
         for row in &candidates {
             let key: (i64, i64) = (get(row, 0)?, get(row, 1)?);
-            let Some(&claim_token) = tokens.get(&key) else {
+            let Some(&(claim_token, pending_through)) = tokens.get(&key) else {
                 continue;
             };
             let destination = match destinations.get(&key.0) {
@@ -2186,6 +2194,7 @@ impl Store for PostgresStore {
                 account_id: get(row, 2)?,
                 after_sequence: unsigned(row, 4)?,
                 through_sequence: unsigned(row, 3)?,
+                pending_through,
                 attempts: small(row, 5)?,
                 failing_since: time_opt(row, 6)?,
                 claim_token,
@@ -2208,35 +2217,47 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn advance_publication(
+    async fn advance_publications(
         &self,
-        due: &DuePublication,
-        through: u64,
-        claimed_until: DateTime<Utc>,
-        attempt: Option<DestinationAttempt>,
-    ) -> StoreResult<bool> {
+        advances: Vec<PublicationAdvance>,
+    ) -> StoreResult<Vec<bool>> {
+        if advances.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        if let Some(attempt) = &attempt {
-            insert_destination_attempt_in(&tx, attempt).await?;
+        let mut taken = Vec::with_capacity(advances.len());
+        for item in &advances {
+            // SET expressions see the row as it was (see finish_publication_in).
+            let changed = execute(
+                &tx,
+                "UPDATE destination_positions SET \
+                 published_sequence = GREATEST(published_sequence, $4), \
+                 attempts = CASE WHEN $4 > published_sequence THEN 0 ELSE attempts END, \
+                 failing_since = CASE WHEN $4 > published_sequence THEN NULL ELSE failing_since END, \
+                 pending_through = $5, claimed_until = $6 \
+                 WHERE destination_id = $1 AND subscription_id = $2 AND claim_token = $3 \
+                 AND EXISTS (SELECT 1 FROM destinations d WHERE d.id = $1 AND d.enabled AND d.modified = $7)",
+                &[
+                    &item.destination_id,
+                    &item.subscription_id,
+                    &item.claim_token,
+                    &to_i64(item.through),
+                    &item.pending_through.map(to_i64),
+                    &micros(item.claimed_until),
+                    &micros(item.destination_modified),
+                ],
+            )
+            .await?;
+            if changed == 1 {
+                if let Some(attempt) = &item.attempt {
+                    insert_destination_attempt_in(&tx, attempt).await?;
+                }
+            }
+            taken.push(changed == 1);
         }
-        let held = execute(
-            &tx,
-            "UPDATE destination_positions SET \
-             published_sequence = GREATEST(published_sequence, $4), attempts = 0, \
-             failing_since = NULL, next_attempt_at = 0, claimed_until = $5 \
-             WHERE destination_id = $1 AND subscription_id = $2 AND claim_token = $3",
-            &[
-                &due.destination.id,
-                &due.subscription_id,
-                &due.claim_token,
-                &to_i64(through),
-                &micros(claimed_until),
-            ],
-        )
-        .await?;
         tx.commit().await?;
-        Ok(held == 1)
+        Ok(taken)
     }
 
     async fn list_destination_attempts(

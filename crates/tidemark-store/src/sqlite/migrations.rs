@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_activity_by_time.sql"),
     include_str!("../../migrations/sqlite/0006_backfill.sql"),
     include_str!("../../migrations/sqlite/0007_destinations.sql"),
+    include_str!("../../migrations/sqlite/0008_destination_pending.sql"),
 ];
 
 /// The schema version this build produces (and the only one `tidemark migrate` copies).

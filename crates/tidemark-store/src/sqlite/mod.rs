@@ -22,13 +22,14 @@ use tidemark_model::{
     SubscriptionId, SubscriptionType,
 };
 
+use crate::first_claim_token;
 use crate::{
     AccountPatch, ActivityPage, ApiKey, AttemptQuery, BackfillClaim, BackfillJob, BackfillState,
     BackfillStep, CommitBatch, CommitOutcome, Destination, DestinationAttempt, DestinationPatch,
     DueNotification, DuePublication, JsonPage, Lease, NewAccount, NewDestination, NewSubscription,
-    NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, PublicationOutcome, RangePage,
-    RangePosition, SecretDigest, Store, StoreError, StoreResult, StoredActivity, TimeRange,
-    WebhookAttempt, WebhookEndpoint, WebhookPatch,
+    NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, PublicationAdvance,
+    PublicationOutcome, RangePage, RangePosition, SecretDigest, Store, StoreError, StoreResult,
+    StoredActivity, TimeRange, WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
 
 mod migrations;
@@ -645,10 +646,15 @@ fn finish_publication_tx(
     let (destination_id, subscription_id, token) =
         (due.destination.id, due.subscription_id, due.claim_token);
     match outcome {
+        // SET expressions see the row as it was: the failure count is cleared only when the
+        // position moves, and a pending message only once the position reaches it.
         PublicationOutcome::Published { through } => tx
             .prepare_cached(
                 "UPDATE destination_positions SET published_sequence = MAX(published_sequence, ?4), \
-                 attempts = 0, failing_since = NULL, next_attempt_at = 0, claimed_until = NULL \
+                 attempts = CASE WHEN ?4 > published_sequence THEN 0 ELSE attempts END, \
+                 failing_since = CASE WHEN ?4 > published_sequence THEN NULL ELSE failing_since END, \
+                 pending_through = CASE WHEN pending_through <= ?4 THEN NULL ELSE pending_through END, \
+                 next_attempt_at = 0, claimed_until = NULL \
                  WHERE destination_id = ?1 AND subscription_id = ?2 AND claim_token = ?3",
             )?
             .execute(params![
@@ -1781,11 +1787,11 @@ impl Store for SqliteStore {
             let id = tx.last_insert_rowid();
             // Told about activity committed from now on.
             tx.prepare_cached(
-                "INSERT INTO destination_positions (destination_id, subscription_id, published_sequence) \
-                 SELECT ?1, s.id, s.last_sequence FROM subscriptions s \
+                "INSERT INTO destination_positions (destination_id, subscription_id, published_sequence, claim_token) \
+                 SELECT ?1, s.id, s.last_sequence, ?3 FROM subscriptions s \
                  JOIN accounts a ON a.id = s.account_id WHERE a.application_id = ?2",
             )?
-            .execute(params![id, destination.application_id])?;
+            .execute(params![id, destination.application_id, first_claim_token()])?;
             get_destination_tx(tx, id)
         })
         .await
@@ -1887,24 +1893,24 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let mut claim = tx.prepare_cached(
                 "INSERT INTO destination_positions (destination_id, subscription_id, claimed_until, claim_token) \
-                 VALUES (?1, ?2, ?3, 1) \
+                 VALUES (?1, ?2, ?3, ?7) \
                  ON CONFLICT (destination_id, subscription_id) DO UPDATE SET \
                  claimed_until = excluded.claimed_until, claim_token = claim_token + 1 \
                  WHERE (destination_positions.claimed_until IS NULL OR destination_positions.claimed_until <= ?4) \
                  AND destination_positions.published_sequence = ?5 AND destination_positions.attempts = ?6 \
-                 RETURNING claim_token",
+                 RETURNING claim_token, pending_through",
             )?;
             let mut destinations: std::collections::HashMap<i64, Destination> =
                 std::collections::HashMap::new();
             let mut due = Vec::with_capacity(candidates.len());
             for (destination_id, subscription_id, account_id, last, after, attempts, failing_since) in candidates {
-                let token: Option<i64> = claim
+                let claimed: Option<(i64, Option<i64>)> = claim
                     .query_row(
-                        params![destination_id, subscription_id, micros(claimed_until), micros(now), after, attempts],
-                        |r| r.get(0),
+                        params![destination_id, subscription_id, micros(claimed_until), micros(now), after, attempts, first_claim_token()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
-                let Some(claim_token) = token else {
+                let Some((claim_token, pending_through)) = claimed else {
                     continue;
                 };
                 let destination = match destinations.get(&destination_id) {
@@ -1921,6 +1927,7 @@ impl Store for SqliteStore {
                     account_id,
                     after_sequence: after.unsigned_abs(),
                     through_sequence: last.unsigned_abs(),
+                    pending_through: pending_through.map(i64::unsigned_abs),
                     attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                     failing_since: failing_since.map(from_micros).transpose()?,
                     claim_token,
@@ -1942,33 +1949,42 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn advance_publication(
+    async fn advance_publications(
         &self,
-        due: &DuePublication,
-        through: u64,
-        claimed_until: DateTime<Utc>,
-        attempt: Option<DestinationAttempt>,
-    ) -> StoreResult<bool> {
-        let (destination_id, subscription_id, token) =
-            (due.destination.id, due.subscription_id, due.claim_token);
+        advances: Vec<PublicationAdvance>,
+    ) -> StoreResult<Vec<bool>> {
+        if advances.is_empty() {
+            return Ok(Vec::new());
+        }
         self.write(move |tx| {
-            if let Some(attempt) = &attempt {
-                insert_destination_attempt_tx(tx, attempt)?;
-            }
-            let held = tx
-                .prepare_cached(
-                    "UPDATE destination_positions SET published_sequence = MAX(published_sequence, ?4), \
-                     attempts = 0, failing_since = NULL, next_attempt_at = 0, claimed_until = ?5 \
-                     WHERE destination_id = ?1 AND subscription_id = ?2 AND claim_token = ?3",
-                )?
-                .execute(params![
-                    destination_id,
-                    subscription_id,
-                    token,
-                    i64::try_from(through).unwrap_or(i64::MAX),
-                    micros(claimed_until)
+            // SET expressions see the row as it was (see finish_publication_tx).
+            let mut advance = tx.prepare_cached(
+                "UPDATE destination_positions SET published_sequence = MAX(published_sequence, ?4), \
+                 attempts = CASE WHEN ?4 > published_sequence THEN 0 ELSE attempts END, \
+                 failing_since = CASE WHEN ?4 > published_sequence THEN NULL ELSE failing_since END, \
+                 pending_through = ?5, claimed_until = ?6 \
+                 WHERE destination_id = ?1 AND subscription_id = ?2 AND claim_token = ?3 \
+                 AND EXISTS (SELECT 1 FROM destinations d WHERE d.id = ?1 AND d.enabled = 1 AND d.modified = ?7)",
+            )?;
+            let mut taken = Vec::with_capacity(advances.len());
+            for item in &advances {
+                let changed = advance.execute(params![
+                    item.destination_id,
+                    item.subscription_id,
+                    item.claim_token,
+                    i64::try_from(item.through).unwrap_or(i64::MAX),
+                    item.pending_through.map(|p| i64::try_from(p).unwrap_or(i64::MAX)),
+                    micros(item.claimed_until),
+                    micros(item.destination_modified),
                 ])?;
-            Ok(held == 1)
+                if changed == 1 {
+                    if let Some(attempt) = &item.attempt {
+                        insert_destination_attempt_tx(tx, attempt)?;
+                    }
+                }
+                taken.push(changed == 1);
+            }
+            Ok(taken)
         })
         .await
     }
