@@ -26,4 +26,4 @@ pub use account::{
 };
 pub use activity::{Activity, EventCategory, EventSubtype, EventType};
 pub use cursor::{Cursor, CursorError, CursorKey, CursorRange};
-pub use v1::{V1Action, V1Event, V1EventType};
+pub use v1::{StoredV1, V1Action, V1Event, V1EventType};

@@ -694,7 +694,9 @@ pub(crate) fn first_claim_token() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-/// One publish attempt, as recorded.
+/// One publish attempt, as recorded: a failed publish (or connect), or a run of messages one
+/// claim published in a row, each acknowledged (`first_sequence` of the first to
+/// `last_sequence` of the last; the publisher logs up to 16 messages as one success).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationAttempt {
     /// Numeric id (increasing).
@@ -705,15 +707,15 @@ pub struct DestinationAttempt {
     pub subscription_id: SubscriptionId,
     /// Its account.
     pub account_id: AccountId,
-    /// The first sequence the message covered.
+    /// The first sequence the message (or run) covered.
     pub first_sequence: u64,
-    /// The last sequence the message covered.
+    /// The last sequence the message (or run) covered.
     pub last_sequence: u64,
-    /// Activities in the message (those that matched the filter).
+    /// Activities carried (those that matched the filter).
     pub published: u32,
     /// When the attempt started.
     pub started_at: DateTime<Utc>,
-    /// How long until the broker answered.
+    /// How long until the broker answered (for a run: its acknowledgements' waits added up).
     pub latency: std::time::Duration,
     /// Whether the broker acknowledged it.
     pub success: bool,

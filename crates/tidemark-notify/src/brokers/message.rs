@@ -5,8 +5,7 @@ use std::num::NonZeroUsize;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use tidemark_model::{Activity, V1Event, V1EventType};
+use tidemark_model::{Activity, StoredV1, V1Event, V1EventType};
 use tidemark_store::StoredActivity;
 
 use super::{HEADER_ACCOUNT_ID, HEADER_SUBSCRIPTION_ID, HEADER_V1_ACTIVITY_TYPE};
@@ -147,30 +146,14 @@ pub enum MessageError {
     },
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    account: i64,
-    subscription: i64,
-    activity: Lists<'a>,
-}
-
-#[derive(Serialize)]
-struct Lists<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    v1: Option<&'a [V1Event]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    v2: Option<&'a [&'a RawValue]>,
-}
-
-/// A message being filled.
-struct Run<'a> {
+/// A message being filled: its lists as JSON, each item followed by a comma.
+struct Run {
     v1_activity_type: Option<V1EventType>,
     first_sequence: u64,
     last_sequence: u64,
-    v1: Vec<V1Event>,
-    v2: Vec<&'a RawValue>,
-    /// Bytes of the lists so far (each item and its comma).
-    list_bytes: usize,
+    activity_count: usize,
+    v1: Vec<u8>,
+    v2: Vec<u8>,
 }
 
 /// Room for `{"account":..,"subscription":..,"activity":{"v1":[],"v2":[]}}` around the lists.
@@ -205,7 +188,7 @@ impl MessageBuilder {
         activities: &[StoredActivity],
     ) -> Result<Vec<Message>, MessageError> {
         let mut messages = Vec::new();
-        let mut run: Option<Run<'_>> = None;
+        let mut run: Option<Run> = None;
         let mut previous: Option<u64> = None;
         for stored in activities {
             if let Some(previous) = previous {
@@ -221,36 +204,64 @@ impl MessageBuilder {
                 sequence: stored.sequence,
                 message: e.to_string(),
             };
-            let activity: Activity = serde_json::from_str(&stored.json).map_err(corrupt)?;
-            if activity.account != account {
+            // Without a filter only the v1 side is read ([`StoredV1`]); with one (a pattern
+            // may look at any field), or a text of a shape it does not expect, the whole
+            // activity.
+            let fast = match &self.filter {
+                None => StoredV1::parse(&stored.json).ok(),
+                Some(_) => None,
+            };
+            let want_v1 = self.payload != PayloadFormat::V2;
+            let (found, v1_activity_type, v1_json) = match fast {
+                Some(fast) => (
+                    fast.account(),
+                    fast.kind,
+                    if want_v1 { fast.to_json() } else { None },
+                ),
+                None => {
+                    let activity: Activity = serde_json::from_str(&stored.json).map_err(corrupt)?;
+                    if let Some(filter) = &self.filter {
+                        if activity.account == account
+                            && !filter.matches(&event_document(account, subscription, &activity))
+                        {
+                            continue;
+                        }
+                    }
+                    let v1 = V1Event::from_activity(&activity);
+                    let json = match (&v1, want_v1) {
+                        // Plain fields and JSON values: serializing cannot fail.
+                        (Some(event), true) => serde_json::to_vec(event).ok(),
+                        _ => None,
+                    };
+                    (activity.account, v1.map(|event| event.kind), json)
+                }
+            };
+            if found != account {
                 return Err(MessageError::WrongAccount {
                     sequence: stored.sequence,
                     expected: account,
-                    found: activity.account,
+                    found,
                 });
             }
-            if let Some(filter) = &self.filter {
-                if !filter.matches(&event_document(account, subscription, &activity)) {
-                    continue;
-                }
-            }
-            let v1 = V1Event::from_activity(&activity);
-            if v1.is_none() && self.payload == PayloadFormat::V1 {
+            if v1_activity_type.is_none() && self.payload == PayloadFormat::V1 {
                 continue;
             }
-            let v1_activity_type = v1.as_ref().map(|event| event.kind);
-            let raw: &RawValue = serde_json::from_str(&stored.json).map_err(corrupt)?;
+            let v1_json = v1_json.unwrap_or_default();
+            // The stored text parsed above, so it is one valid JSON value: it goes into the
+            // v2 list as it is.
+            let v2_json = stored.json.trim().as_bytes();
             let mut bytes = 0;
             if self.payload != PayloadFormat::V1 {
-                bytes += raw.get().len() + 1;
+                bytes += v2_json.len() + 1;
             }
-            if let (Some(event), true) = (&v1, self.payload != PayloadFormat::V2) {
-                bytes += serde_json::to_vec(event).map_or(0, |json| json.len()) + 1;
+            if !v1_json.is_empty() {
+                bytes += v1_json.len() + 1;
             }
             let full = run.as_ref().is_some_and(|open| {
                 open.v1_activity_type != v1_activity_type
-                    || open.v2.len() >= self.max_activities.get()
-                    || BODY_OVERHEAD_BYTES + open.list_bytes + bytes > self.max_body_bytes
+                    || open.activity_count >= self.max_activities.get()
+                    || BODY_OVERHEAD_BYTES + open.v1.len() + open.v2.len() + bytes
+                        > self.max_body_bytes
             });
             if full {
                 if let Some(done) = run.take() {
@@ -261,14 +272,20 @@ impl MessageBuilder {
                 v1_activity_type,
                 first_sequence: stored.sequence,
                 last_sequence: stored.sequence,
+                activity_count: 0,
                 v1: Vec::new(),
                 v2: Vec::new(),
-                list_bytes: 0,
             });
             open.last_sequence = stored.sequence;
-            open.list_bytes += bytes;
-            open.v1.extend(v1);
-            open.v2.push(raw);
+            open.activity_count += 1;
+            if !v1_json.is_empty() {
+                open.v1.extend_from_slice(&v1_json);
+                open.v1.push(b',');
+            }
+            if self.payload != PayloadFormat::V1 {
+                open.v2.extend_from_slice(v2_json);
+                open.v2.push(b',');
+            }
         }
         if let Some(done) = run.take() {
             messages.push(self.finish(account, subscription, done));
@@ -288,24 +305,41 @@ impl MessageBuilder {
         Ok(messages)
     }
 
-    fn finish(&self, account: i64, subscription: i64, run: Run<'_>) -> Message {
-        let body = Body {
-            account,
-            subscription,
-            activity: Lists {
-                v1: (self.payload != PayloadFormat::V2).then_some(run.v1.as_slice()),
-                v2: (self.payload != PayloadFormat::V1).then_some(run.v2.as_slice()),
-            },
+    fn finish(&self, account: i64, subscription: i64, mut run: Run) -> Message {
+        // `{"account":1,"subscription":2,"activity":{"v1":[..],"v2":[..]}}`, assembled from
+        // the lists' JSON (each item valid JSON, followed by a comma).
+        let list = |body: &mut Vec<u8>, name: &str, items: &mut Vec<u8>| {
+            if items.last() == Some(&b',') {
+                items.pop();
+            }
+            body.extend_from_slice(b"\"");
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(b"\":[");
+            body.extend_from_slice(items);
+            body.push(b']');
         };
-        // Plain structs, strings and already-valid JSON: serializing cannot fail.
-        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let mut body = Vec::with_capacity(BODY_OVERHEAD_BYTES + run.v1.len() + run.v2.len());
+        body.extend_from_slice(
+            format!("{{\"account\":{account},\"subscription\":{subscription},\"activity\":{{")
+                .as_bytes(),
+        );
+        if self.payload != PayloadFormat::V2 {
+            list(&mut body, "v1", &mut run.v1);
+        }
+        if self.payload == PayloadFormat::Both {
+            body.push(b',');
+        }
+        if self.payload != PayloadFormat::V1 {
+            list(&mut body, "v2", &mut run.v2);
+        }
+        body.extend_from_slice(b"}}");
         Message {
             account,
             subscription,
             first_sequence: run.first_sequence,
             last_sequence: run.last_sequence,
             through_sequence: run.last_sequence,
-            activity_count: run.v2.len(),
+            activity_count: run.activity_count,
             v1_activity_type: run.v1_activity_type,
             body: Bytes::from(body),
         }

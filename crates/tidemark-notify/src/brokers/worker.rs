@@ -114,6 +114,10 @@ pub const IDLE_PUBLISHER: Duration = Duration::from_secs(300);
 /// Advances written to the store in one call at most.
 const ADVANCE_BATCH: usize = 1024;
 
+/// Acknowledged messages logged as one successful attempt at most (a run of messages one
+/// claim published in a row; failures are logged one by one).
+pub const MESSAGES_PER_LOGGED_ATTEMPT: usize = 16;
+
 impl WorkerConfig {
     /// The claim's lifetime: [`WorkerConfig::claim_ttl`], raised to outlast one publish with
     /// room to renew it.
@@ -220,6 +224,65 @@ struct Progress<'a> {
     pending: Option<u64>,
     /// When the claim ends, as this node reckons it (never later than the store's).
     deadline: Instant,
+    /// Acknowledged messages not logged yet.
+    unlogged: Option<Run>,
+}
+
+/// Messages acknowledged in a row, logged as one successful attempt.
+struct Run {
+    first_sequence: u64,
+    last_sequence: u64,
+    activities: usize,
+    messages: usize,
+    started_at: DateTime<Utc>,
+    /// Time spent waiting for the broker's acknowledgements.
+    latency: Duration,
+}
+
+impl Progress<'_> {
+    /// Counts an acknowledged message; returns the attempt to log once enough have gathered.
+    fn acknowledged(
+        &mut self,
+        message: &Message,
+        started_at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Option<DestinationAttempt> {
+        let run = self.unlogged.get_or_insert(Run {
+            first_sequence: message.first_sequence,
+            last_sequence: message.last_sequence,
+            activities: 0,
+            messages: 0,
+            started_at,
+            latency: Duration::ZERO,
+        });
+        run.last_sequence = message.last_sequence;
+        run.activities += message.activity_count;
+        run.messages += 1;
+        run.latency += latency;
+        if run.messages >= MESSAGES_PER_LOGGED_ATTEMPT {
+            self.take_attempt()
+        } else {
+            None
+        }
+    }
+
+    /// The acknowledged messages not logged yet, as one successful attempt.
+    fn take_attempt(&mut self) -> Option<DestinationAttempt> {
+        let run = self.unlogged.take()?;
+        Some(DestinationAttempt {
+            id: 0,
+            destination_id: self.due.destination.id,
+            subscription_id: self.due.subscription_id,
+            account_id: self.due.account_id,
+            first_sequence: run.first_sequence,
+            last_sequence: run.last_sequence,
+            published: u32::try_from(run.activities).unwrap_or(u32::MAX),
+            started_at: run.started_at,
+            latency: run.latency,
+            success: true,
+            error: None,
+        })
+    }
 }
 
 impl DestinationWorker {
@@ -362,9 +425,11 @@ impl DestinationWorker {
             position: due.after_sequence,
             pending: due.pending_through,
             deadline: claim_deadline,
+            unlogged: None,
         };
         let result = self.publish_from(&mut progress, &stop).await;
         let position = progress.position;
+        let logged = progress.take_attempt();
         match result {
             // Every acknowledged message was committed as it went; this releases the claim
             // (at once on shutdown too, so a restarted node need not wait for it to lapse).
@@ -374,7 +439,7 @@ impl DestinationWorker {
                 self.finish(
                     &due,
                     PublicationOutcome::Published { through: position },
-                    None,
+                    logged,
                 )
                 .await;
             }
@@ -411,6 +476,13 @@ impl DestinationWorker {
                 };
                 let retry_at =
                     Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                if let Some(logged) = logged {
+                    // The messages acknowledged before the failure, logged under the claim.
+                    let pending = progress.pending;
+                    let _ = self
+                        .advance(&mut progress, position, pending, Some(logged))
+                        .await;
+                }
                 self.finish(&due, PublicationOutcome::Failed { retry_at }, Some(attempt))
                     .await;
             }
@@ -513,12 +585,12 @@ impl DestinationWorker {
                         if ack.duplicate {
                             tracing::debug!(message_id = %message.message_id(), "broker already had the message");
                         }
-                        let attempt = attempt_of(due, message, started_at, latency);
+                        let attempt = progress.acknowledged(message, started_at, latency);
                         self.advance(
                             progress,
                             message.through_sequence,
                             pending_of(index + 1),
-                            Some(attempt),
+                            attempt,
                         )
                         .await?;
                     }
@@ -699,26 +771,4 @@ fn message_builder(destination: &Destination, max_body_bytes: usize) -> MessageB
             }
         });
     builder
-}
-
-/// The attempt log entry of an acknowledged message.
-fn attempt_of(
-    due: &DuePublication,
-    message: &Message,
-    started_at: DateTime<Utc>,
-    latency: Duration,
-) -> DestinationAttempt {
-    DestinationAttempt {
-        id: 0,
-        destination_id: due.destination.id,
-        subscription_id: due.subscription_id,
-        account_id: due.account_id,
-        first_sequence: message.first_sequence,
-        last_sequence: message.last_sequence,
-        published: u32::try_from(message.activity_count).unwrap_or(u32::MAX),
-        started_at,
-        latency,
-        success: true,
-        error: None,
-    }
 }

@@ -47,6 +47,10 @@ pub struct BrokersArgs {
     /// the v1 type changes).
     #[arg(long, default_value_t = 10)]
     batch_size: u32,
+    /// Rounds per broker (each: fresh activity, the bare client, then Tidemark); the median
+    /// ratio is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Brokers to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "nats,rabbitmq,redis")]
     brokers: Vec<BrokerName>,
@@ -458,10 +462,136 @@ async fn wait_for(
     }
 }
 
+/// One round on one broker: the baseline's and Tidemark's rates and the messages sent.
+struct Round {
+    baseline_rate: f64,
+    tidemark_rate: f64,
+    messages: u64,
+}
+
+impl Round {
+    fn ratio(&self) -> f64 {
+        self.tidemark_rate / self.baseline_rate.max(f64::EPSILON)
+    }
+}
+
+/// Commits fresh activity to every subscription, publishes it with the bare client, then
+/// through a destination and the worker.
+async fn run_round(
+    args: &BrokersArgs,
+    broker: BrokerName,
+    setup: &Setup,
+    first_activity: u64,
+) -> anyhow::Result<Round> {
+    let store = &setup.store;
+    let bare = Bare::connect(broker, args).await?;
+    let tidemark_names = Names::new(broker, "tidemark");
+    let baseline_names = Names::new(broker, "bare");
+    bare.prepare(&baseline_names).await?;
+    if broker == BrokerName::Rabbitmq {
+        // The destination declares its exchange; the queue that holds (and counts) the
+        // messages is the consumer's, bound beforehand.
+        bare.prepare(&tidemark_names).await?;
+    }
+    // Created disabled: it will publish what is committed next, once enabled.
+    let destination = store
+        .create_destination(NewDestination {
+            application_id: setup.application_id,
+            kind: broker.as_str().into(),
+            target: tidemark_names.target(broker, args),
+            filter: None,
+            payload: "both".into(),
+            batch_size: args.batch_size,
+        })
+        .await?;
+    store
+        .update_destination(
+            destination.id,
+            DestinationPatch {
+                enabled: Some(false),
+                ..DestinationPatch::default()
+            },
+        )
+        .await?;
+    let before = store.latest_sequence(setup.subscriptions[0].1).await?;
+    commit_activity(setup, args.activities, first_activity).await?;
+    let work = messages(setup, before, args.activities, args.batch_size).await?;
+    let message_count: u64 = work.iter().map(|m| m.len() as u64).sum();
+    let activity_count = (args.subscriptions * args.activities) as f64;
+
+    // Baseline: the bare client, every subscription at once, each in order.
+    let bare = Arc::new(bare);
+    let baseline_names = Arc::new(baseline_names);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(work.len());
+    for messages in work {
+        let bare = Arc::clone(&bare);
+        let names = Arc::clone(&baseline_names);
+        tasks.push(tokio::spawn(async move {
+            for message in &messages {
+                bare.publish(&names, message).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let baseline_elapsed = started.elapsed();
+    anyhow::ensure!(
+        bare.count(&baseline_names).await? >= message_count,
+        "the baseline's messages are not all on the broker"
+    );
+
+    // Tidemark: the worker publishes the same activity from the store.
+    let worker = DestinationWorker::new(store.clone(), WorkerConfig::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    store
+        .update_destination(
+            destination.id,
+            DestinationPatch {
+                enabled: Some(true),
+                ..DestinationPatch::default()
+            },
+        )
+        .await?;
+    let running = tokio::spawn(Arc::clone(&worker).run(async move {
+        let _ = stopped.await;
+    }));
+    let tidemark_elapsed = wait_for(
+        &bare,
+        &tidemark_names,
+        message_count,
+        started,
+        broker.as_str(),
+    )
+    .await?;
+    let _ = stop.send(());
+    let _ = running.await;
+    store.delete_destination(destination.id).await?;
+    bare.clean_up(&tidemark_names).await;
+    bare.clean_up(&baseline_names).await;
+    tracing::info!(
+        broker = broker.as_str(),
+        baseline_ms = baseline_elapsed.as_millis() as u64,
+        tidemark_ms = tidemark_elapsed.as_millis() as u64,
+        "round"
+    );
+    Ok(Round {
+        baseline_rate: activity_count / baseline_elapsed.as_secs_f64().max(f64::EPSILON),
+        tidemark_rate: activity_count / tidemark_elapsed.as_secs_f64().max(f64::EPSILON),
+        messages: message_count,
+    })
+}
+
 pub async fn run(args: BrokersArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.subscriptions >= 1 && args.activities >= 1 && (1..=1000).contains(&args.batch_size),
-        "--subscriptions and --activities must be positive, --batch-size in 1..=1000"
+        args.subscriptions >= 1
+            && args.activities >= 1
+            && args.rounds >= 1
+            && (1..=1000).contains(&args.batch_size),
+        "--subscriptions, --activities and --rounds must be positive, --batch-size in 1..=1000"
     );
     let dir = args.dir.create()?;
     let store = Arc::new(SqliteStore::open(dir.path().join("brokers.db"))?);
@@ -469,122 +599,46 @@ pub async fn run(args: BrokersArgs) -> anyhow::Result<()> {
     let mut next_activity = 0u64;
     let mut results = Vec::new();
     println!(
-        "bench brokers: {} subscriptions x {} activities, batch size {}, acknowledgements awaited",
-        args.subscriptions, args.activities, args.batch_size
+        "bench brokers: {} subscriptions x {} activities, batch size {}, acknowledgements awaited, median of {} rounds",
+        args.subscriptions, args.activities, args.batch_size, args.rounds
     );
     for &broker in &args.brokers {
-        let bare = Bare::connect(broker, &args).await?;
-        let tidemark_names = Names::new(broker, "tidemark");
-        let baseline_names = Names::new(broker, "bare");
-        bare.prepare(&baseline_names).await?;
-        if broker == BrokerName::Rabbitmq {
-            // The destination declares its exchange; the queue that holds (and counts) the
-            // messages is the consumer's, bound beforehand.
-            bare.prepare(&tidemark_names).await?;
+        let mut rounds = Vec::with_capacity(args.rounds);
+        for _ in 0..args.rounds {
+            rounds.push(run_round(&args, broker, &setup, next_activity).await?);
+            next_activity += (args.subscriptions * args.activities) as u64;
         }
-        let destination = store
-            .create_destination(NewDestination {
-                application_id: setup.application_id,
-                kind: broker.as_str().into(),
-                target: tidemark_names.target(broker, &args),
-                filter: None,
-                payload: "both".into(),
-                batch_size: args.batch_size,
-            })
-            .await?;
-        store
-            .update_destination(
-                destination.id,
-                DestinationPatch {
-                    enabled: Some(false),
-                    ..DestinationPatch::default()
-                },
-            )
-            .await?;
-        let before = store.latest_sequence(setup.subscriptions[0].1).await?;
-        commit_activity(&setup, args.activities, next_activity).await?;
-        next_activity += (args.subscriptions * args.activities) as u64;
-        let work = messages(&setup, before, args.activities, args.batch_size).await?;
-        let message_count: u64 = work.iter().map(|m| m.len() as u64).sum();
-        let activity_count = (args.subscriptions * args.activities) as f64;
-
-        // Baseline: the bare client, every subscription at once, each in order.
-        let bare = Arc::new(bare);
-        let baseline_names = Arc::new(baseline_names);
-        let started = Instant::now();
-        let mut tasks = Vec::with_capacity(work.len());
-        for messages in work {
-            let bare = Arc::clone(&bare);
-            let names = Arc::clone(&baseline_names);
-            tasks.push(tokio::spawn(async move {
-                for message in &messages {
-                    bare.publish(&names, message).await?;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for task in tasks {
-            task.await??;
-        }
-        let baseline_elapsed = started.elapsed();
-        anyhow::ensure!(
-            bare.count(&baseline_names).await? >= message_count,
-            "the baseline's messages are not all on the broker"
-        );
-
-        // Tidemark: the worker publishes the same activity from the store.
-        let worker = DestinationWorker::new(store.clone(), WorkerConfig::default());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let started = Instant::now();
-        store
-            .update_destination(
-                destination.id,
-                DestinationPatch {
-                    enabled: Some(true),
-                    ..DestinationPatch::default()
-                },
-            )
-            .await?;
-        let running = tokio::spawn(Arc::clone(&worker).run(async move {
-            let _ = stopped.await;
-        }));
-        let tidemark_elapsed = wait_for(
-            &bare,
-            &tidemark_names,
-            message_count,
-            started,
-            broker.as_str(),
-        )
-        .await?;
-        let _ = stop.send(());
-        let _ = running.await;
-        store.delete_destination(destination.id).await?;
-        bare.clean_up(&tidemark_names).await;
-        bare.clean_up(&baseline_names).await;
-
-        let baseline_rate = activity_count / baseline_elapsed.as_secs_f64().max(f64::EPSILON);
-        let tidemark_rate = activity_count / tidemark_elapsed.as_secs_f64().max(f64::EPSILON);
-        let ratio = tidemark_rate / baseline_rate.max(f64::EPSILON);
+        let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
+        rounds.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        let median = &rounds[rounds.len() / 2];
         println!(
-            "  {:<8} tidemark {:>8.0} activities/s ({:>6.0} messages/s), bare client {:>8.0} activities/s: ratio {ratio:.2} (target >= 0.6)",
+            "  {:<8} tidemark {:>8.0} activities/s ({:>6.0} messages/s), bare client {:>8.0} activities/s: ratio {:.2} (target >= 0.6; rounds {})",
             broker.as_str(),
-            tidemark_rate,
-            message_count as f64 / tidemark_elapsed.as_secs_f64().max(f64::EPSILON),
-            baseline_rate,
+            median.tidemark_rate,
+            median.tidemark_rate * median.messages as f64
+                / (args.subscriptions * args.activities) as f64,
+            median.baseline_rate,
+            median.ratio(),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         results.push(json!({
-            "broker": broker.as_str(), "messages": message_count,
-            "activities": activity_count as u64,
-            "tidemark_activities_per_s": tidemark_rate.round(),
-            "baseline_activities_per_s": baseline_rate.round(),
-            "ratio_to_baseline": (ratio * 1000.0).round() / 1000.0,
+            "broker": broker.as_str(), "messages": median.messages,
+            "activities": args.subscriptions * args.activities,
+            "tidemark_activities_per_s": median.tidemark_rate.round(),
+            "baseline_activities_per_s": median.baseline_rate.round(),
+            "ratio_to_baseline": (median.ratio() * 1000.0).round() / 1000.0,
+            "round_ratios": ratios.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
         }));
     }
     println!(
         "{}",
         json!({"bench": "brokers", "subscriptions": args.subscriptions,
                "activities_per_subscription": args.activities, "batch_size": args.batch_size,
-               "results": results})
+               "rounds": args.rounds, "results": results})
     );
     Ok(())
 }
