@@ -102,7 +102,8 @@ impl From<&Destination> for DestinationView {
     }
 }
 
-/// One publish attempt.
+/// One publish attempt: a failed publish, or a run of up to 16 messages a publisher had
+/// acknowledged in a row.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = DestinationAttempt)]
 pub struct DestinationAttemptView {
@@ -112,17 +113,17 @@ pub struct DestinationAttemptView {
     account: i64,
     /// The subscription published from.
     subscription: i64,
-    /// The first sequence number the message covered.
+    /// The first sequence number the message (or run) covered.
     first_sequence: u64,
-    /// The last sequence number the message covered.
+    /// The last sequence number the message (or run) covered.
     last_sequence: u64,
-    /// Activities in the message (those that matched the filter).
+    /// Activities carried (those that matched the filter).
     published: u32,
     /// When the attempt started.
     #[serde(with = "tidemark_model::time::iso")]
     #[schema(value_type = String, format = DateTime)]
     started_at: DateTime<Utc>,
-    /// How long until the broker answered, in milliseconds.
+    /// How long until the broker answered, in milliseconds (for a run, added up).
     latency_ms: f64,
     /// `success` (acknowledged by the broker) or `failure`.
     #[schema(example = "success")]
