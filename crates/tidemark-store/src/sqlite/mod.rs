@@ -57,6 +57,9 @@ struct Inner {
     /// Jobs for the writer thread, which owns the one writing connection.
     writer: std::sync::mpsc::Sender<WriteJob>,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    /// One per reader connection: a read waits here (as a task), not on a blocking thread,
+    /// so a thousand concurrent reads do not start a thousand threads.
+    read_slots: tokio::sync::Semaphore,
     cursor_key: CursorKey,
 }
 
@@ -132,6 +135,7 @@ impl SqliteStore {
                 path,
                 writer: jobs,
                 readers,
+                read_slots: tokio::sync::Semaphore::new(READ_POOL_SIZE as usize),
                 cursor_key,
             }),
         })
@@ -186,6 +190,12 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        let _slot = self
+            .inner
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Backend(format!("store closed: {e}")))?;
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
             let conn = inner.readers.get()?;
