@@ -532,7 +532,15 @@ impl DestinationWorker {
                     Failure::before_publishing(format!("reading the stream: {e}"), Utc::now())
                 })?;
             if let Some(end) = in_flight.take() {
-                page.retain(|stored| stored.sequence <= end);
+                // The page is in sequence order. If the pending message's activity is gone
+                // (pruned), nothing of it is left to repeat: cut afresh.
+                let kept = page
+                    .iter()
+                    .take_while(|stored| stored.sequence <= end)
+                    .count();
+                if kept > 0 {
+                    page.truncate(kept);
+                }
             }
             let Some(last) = page.last().map(|stored| stored.sequence) else {
                 // Nothing after the position any more (pruned, or the subscription deleted).
