@@ -49,13 +49,6 @@ enum Broker {
     Redis,
 }
 
-/// Where one destination's messages are read from.
-enum Consumer {
-    Nats { stream: String, prefix: String },
-    Rabbitmq { queue: String },
-    Redis { key: String },
-}
-
 impl Broker {
     fn name(self) -> &'static str {
         match self {
@@ -107,28 +100,21 @@ impl Broker {
     }
 }
 
-impl Consumer {
-    /// Messages until `done` says all that are expected are there (and any repeats that
-    /// follow them shortly).
-    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        match self {
-            Consumer::Nats { stream, prefix } => nats_consume_until(stream, prefix, done).await,
-            Consumer::Rabbitmq { queue } => rabbitmq_consume_until(queue, done).await,
-            Consumer::Redis { key } => redis_consume_until(key, done).await,
-        }
-    }
-
-    /// Messages until every subscription's distinct messages carry `expected[subscription]`
-    /// activities (in their v1 list when `v1_only`, else in v2).
-    async fn consume_all(&self, expected: &HashMap<i64, usize>, v1_only: bool) -> Vec<Received> {
-        self.consume_until(|received| {
+/// Messages until every subscription's distinct messages carry `expected[subscription]`
+/// activities (in their v1 list when `v1_only`, else in v2).
+async fn consume_all(
+    consumer: &Consumer,
+    expected: &HashMap<i64, usize>,
+    v1_only: bool,
+) -> Vec<Received> {
+    consumer
+        .consume_until(|received| {
             let counts = activity_counts(received, v1_only);
             expected.iter().all(|(subscription, count)| {
                 counts.get(subscription).copied().unwrap_or(0) >= *count
             })
         })
         .await
-    }
 }
 
 /// Activities carried per subscription by distinct messages.
@@ -417,9 +403,7 @@ async fn scenario_shape_order_and_filters(broker: Broker) {
     };
     let setup = committer.await;
 
-    let received = all
-        .consume_all(&expected_counts(&setup, total, |_| true), false)
-        .await;
+    let received = consume_all(&all, &expected_counts(&setup, total, |_| true), false).await;
     let messages = by_subscription(&received, &setup);
     for &(_, subscription) in &setup.subscriptions {
         let got = carried_ids(&messages[&subscription], BATCH_SIZE, false);
@@ -430,9 +414,7 @@ async fn scenario_shape_order_and_filters(broker: Broker) {
         );
     }
 
-    let received = adds
-        .consume_all(&expected_counts(&setup, total, is_add), true)
-        .await;
+    let received = consume_all(&adds, &expected_counts(&setup, total, is_add), true).await;
     let messages = by_subscription(&received, &setup);
     for &(_, subscription) in &setup.subscriptions {
         let got = carried_ids(&messages[&subscription], 100, true);
@@ -570,9 +552,7 @@ async fn scenario_broker_restart(broker: Broker) {
     wait_for_failures(&setup, destination, failed + 1).await;
     broker_ctl(broker.name(), "start").await;
 
-    let received = consumer
-        .consume_all(&expected_counts(&setup, total, |_| true), false)
-        .await;
+    let received = consume_all(&consumer, &expected_counts(&setup, total, |_| true), false).await;
     let messages = by_subscription(&received, &setup);
     for &(_, subscription) in &setup.subscriptions {
         let got = carried_ids(&messages[&subscription], BATCH_SIZE, false);

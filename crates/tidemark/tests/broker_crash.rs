@@ -89,7 +89,7 @@ async fn published(store: &SqliteStore, destination: i64) -> usize {
         .sum()
 }
 
-async fn kill_mid_publish_then_restart(kind: &str, target: Value, consumer: impl AsyncConsume) {
+async fn kill_mid_publish_then_restart(kind: &str, target: Value, consumer: Consumer) {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("t.db");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -242,50 +242,13 @@ async fn kill_mid_publish_then_restart(kind: &str, target: Value, consumer: impl
     );
 }
 
-/// Reads a destination's messages until `done` says they are all there (and the repeats that
-/// follow them shortly).
-trait AsyncConsume {
-    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received>;
-}
-
-struct NatsConsumer {
-    stream: String,
-    prefix: String,
-}
-
-impl AsyncConsume for NatsConsumer {
-    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        nats_consume_until(&self.stream, &self.prefix, done).await
-    }
-}
-
-struct RabbitMqConsumer {
-    queue: String,
-}
-
-impl AsyncConsume for RabbitMqConsumer {
-    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        rabbitmq_consume_until(&self.queue, done).await
-    }
-}
-
-struct RedisConsumer {
-    key: String,
-}
-
-impl AsyncConsume for RedisConsumer {
-    async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        redis_consume_until(&self.key, done).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_kill_9_mid_publish_to_nats_republishes_at_most_one_message_per_subscription() {
     let stream = unique("TMCRASH");
     let prefix = unique("tmcrash.");
     let target = json!({"url": nats_url(), "stream": stream, "subject_prefix": prefix,
                         "create_stream": true});
-    kill_mid_publish_then_restart("nats", target, NatsConsumer { stream, prefix }).await;
+    kill_mid_publish_then_restart("nats", target, Consumer::Nats { stream, prefix }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,12 +258,12 @@ async fn test_kill_9_mid_publish_to_rabbitmq_republishes_at_most_one_message_per
     let queue = rabbitmq_bind_queue(&exchange, &prefix).await;
     let target = json!({"url": amqp_url(), "exchange": exchange, "routing_key_prefix": prefix,
                         "declare": true});
-    kill_mid_publish_then_restart("rabbitmq", target, RabbitMqConsumer { queue }).await;
+    kill_mid_publish_then_restart("rabbitmq", target, Consumer::Rabbitmq { queue }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_kill_9_mid_publish_to_redis_republishes_at_most_one_message_per_subscription() {
     let key = unique("tm:crash:");
     let target = json!({"url": redis_url(), "stream_key": key});
-    kill_mid_publish_then_restart("redis", target, RedisConsumer { key }).await;
+    kill_mid_publish_then_restart("redis", target, Consumer::Redis { key }).await;
 }

@@ -621,10 +621,8 @@ impl DestinationWorker {
                     }
                 }
             }
-            if last > progress.position {
-                // Defensive: the last message's `through_sequence` already covers the page.
-                self.advance(progress, last, None, None).await?;
-            }
+            // The last message's `through_sequence` covers the page to its end.
+            debug_assert_eq!(progress.position, last);
         }
         Ok(())
     }

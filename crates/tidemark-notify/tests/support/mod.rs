@@ -352,3 +352,25 @@ pub fn carried_v2_ids(received: &[Received]) -> std::collections::HashMap<i64, V
     }
     carried
 }
+
+/// Where one destination's messages are read from, with each broker's ordinary client.
+pub enum Consumer {
+    /// A JetStream stream, under `{prefix}.>`.
+    Nats { stream: String, prefix: String },
+    /// A queue bound to the destination's exchange ([`rabbitmq_bind_queue`]).
+    Rabbitmq { queue: String },
+    /// A Redis stream.
+    Redis { key: String },
+}
+
+impl Consumer {
+    /// Messages until `done` says all that are expected are there (and any repeats that
+    /// follow them shortly).
+    pub async fn consume_until(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        match self {
+            Consumer::Nats { stream, prefix } => nats_consume_until(stream, prefix, done).await,
+            Consumer::Rabbitmq { queue } => rabbitmq_consume_until(queue, done).await,
+            Consumer::Redis { key } => redis_consume_until(key, done).await,
+        }
+    }
+}
