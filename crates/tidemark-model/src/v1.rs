@@ -245,7 +245,16 @@ impl<'a> StoredV1<'a> {
     /// The v1 event as JSON, byte for byte what serializing [`V1Event::from_activity`] of the
     /// same activity gives; `None` when v1 has no form for it.
     pub fn to_json(&self) -> Option<Vec<u8>> {
-        let kind = self.kind?;
+        let mut json = Vec::new();
+        self.write_json(&mut json).then_some(json)
+    }
+
+    /// Appends [`StoredV1::to_json`] to `out`; `false` (and nothing written) when v1 has no
+    /// form for the activity.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        let Some(kind) = self.kind else {
+            return false;
+        };
         let wire = V1Wire {
             id: &self.fields.id,
             account: self.fields.account,
@@ -256,8 +265,14 @@ impl<'a> StoredV1<'a> {
             user_id: text_of(self.fields.actor.as_ref().and_then(|a| a.id.as_ref())),
             metadata: self.fields.target,
         };
-        // Strings, numbers and already-valid JSON: serializing cannot fail.
-        serde_json::to_vec(&wire).ok()
+        // Strings, numbers and already-valid JSON: serializing cannot fail (and a failure
+        // would leave `out` as it was).
+        let len = out.len();
+        if serde_json::to_writer(&mut *out, &wire).is_err() {
+            out.truncate(len);
+            return false;
+        }
+        true
     }
 }
 

@@ -77,7 +77,9 @@ pub mod worker;
 use std::future::Future;
 use std::time::Duration;
 
-pub use message::{Message, MessageBuilder, MessageError, PayloadFormat, DEFAULT_MAX_BODY_BYTES};
+pub use message::{
+    Message, MessageBuilder, MessageError, Messages, PayloadFormat, DEFAULT_MAX_BODY_BYTES,
+};
 pub use nats::NatsPublisher;
 pub use rabbitmq::RabbitMqPublisher;
 pub use redis::RedisPublisher;

@@ -146,18 +146,102 @@ pub enum MessageError {
     },
 }
 
-/// A message being filled: its lists as JSON, each item followed by a comma.
-struct Run {
+/// One activity ready to join a message. Its v1 event's JSON, when carried, is in the
+/// [`Messages`] scratch buffer (`v1_len` bytes); its stored v2 text is borrowed from the input
+/// (empty when not carried).
+struct Item<'a> {
+    sequence: u64,
+    v1_activity_type: Option<V1EventType>,
+    v1_len: usize,
+    v2: &'a [u8],
+}
+
+impl Item<'_> {
+    /// Bytes this activity adds to a body (each list item is followed by a comma).
+    fn bytes(&self) -> usize {
+        let carried = |len: usize| if len == 0 { 0 } else { len + 1 };
+        carried(self.v1_len) + carried(self.v2.len())
+    }
+}
+
+/// A message being filled. Its body is written as it goes: the opening, then the first list's
+/// items, each followed by a comma. With both lists, the v2 items wait (borrowed) until the
+/// message is finished, so every byte is copied into the body once.
+struct Run<'a> {
     v1_activity_type: Option<V1EventType>,
     first_sequence: u64,
     last_sequence: u64,
     activity_count: usize,
-    v1: Vec<u8>,
-    v2: Vec<u8>,
+    body: Vec<u8>,
+    /// With both lists: the v2 items, and their bytes.
+    v2: Vec<&'a [u8]>,
+    v2_bytes: usize,
+}
+
+impl<'a> Run<'a> {
+    /// A message for `account` and `subscription` that `item` opens.
+    fn open(builder: &MessageBuilder, account: i64, subscription: i64, item: &Item<'_>) -> Self {
+        // Room for the lists of about as many activities like this one as a message may hold
+        // (up to 4; the body grows if they are bigger).
+        let expected = item.bytes() * builder.max_activities.get().min(4);
+        let mut body = Vec::with_capacity(BODY_OVERHEAD_BYTES + expected);
+        body.extend_from_slice(
+            format!("{{\"account\":{account},\"subscription\":{subscription},\"activity\":{{")
+                .as_bytes(),
+        );
+        body.extend_from_slice(match builder.payload {
+            PayloadFormat::V2 => b"\"v2\":[",
+            PayloadFormat::V1 | PayloadFormat::Both => b"\"v1\":[",
+        });
+        Run {
+            v1_activity_type: item.v1_activity_type,
+            first_sequence: item.sequence,
+            last_sequence: item.sequence,
+            activity_count: 0,
+            body,
+            v2: Vec::new(),
+            v2_bytes: 0,
+        }
+    }
+
+    /// Whether `item` may join this message under `builder`'s limits.
+    fn takes(&self, item: &Item<'_>, builder: &MessageBuilder) -> bool {
+        self.v1_activity_type == item.v1_activity_type
+            && self.activity_count < builder.max_activities.get()
+            && self.body.len() + self.v2_bytes + item.bytes() + BODY_CLOSING_BYTES
+                <= builder.max_body_bytes
+    }
+
+    /// Adds `item`, whose v1 JSON is `v1`.
+    fn push(&mut self, payload: PayloadFormat, item: &Item<'a>, v1: &[u8]) {
+        self.last_sequence = item.sequence;
+        self.activity_count += 1;
+        let mut append = |json: &[u8]| {
+            if !json.is_empty() {
+                self.body.extend_from_slice(json);
+                self.body.push(b',');
+            }
+        };
+        match payload {
+            PayloadFormat::V1 => append(v1),
+            PayloadFormat::V2 => append(item.v2),
+            PayloadFormat::Both => {
+                append(v1);
+                if !item.v2.is_empty() {
+                    self.v2.push(item.v2);
+                    self.v2_bytes += item.v2.len() + 1;
+                }
+            }
+        }
+    }
 }
 
 /// Room for `{"account":..,"subscription":..,"activity":{"v1":[],"v2":[]}}` around the lists.
 const BODY_OVERHEAD_BYTES: usize = 96;
+
+/// What closes a body after the items of its first list: `]`, then `,"v2":[` and `]` when both
+/// lists are carried, and `}}`.
+const BODY_CLOSING_BYTES: usize = 12;
 
 impl MessageBuilder {
     /// A builder carrying `payload`, at most `max_activities` per message and
@@ -171,177 +255,235 @@ impl MessageBuilder {
         }
     }
 
-    /// Cuts `activities` (one subscription's stream, in order, as stored) into messages.
+    /// Cuts `activities` (one subscription's stream, in order, as stored) into messages, one
+    /// at a time as the iterator is advanced (a publisher holds only the message in flight).
     ///
     /// Activities that do not match the filter are skipped, and so are those without a v1 form
     /// when the payload is `v1`. A message ends where the v1 type changes, at
-    /// `max_activities`, or before its body would outgrow `max_body_bytes`. An input whose activities are all skipped gives no message: the
-    /// destination's position may then move to the input's last sequence without publishing.
+    /// `max_activities`, or before its body would outgrow `max_body_bytes`; the same input is
+    /// always cut the same way. An input whose activities are all skipped gives no message:
+    /// the destination's position may then move to the input's last sequence without
+    /// publishing.
+    ///
+    /// A [`MessageError`] (an activity that does not parse, belongs to another account, or is
+    /// out of order) ends the messages: the messages before it are given first, then the
+    /// error, then nothing.
+    pub fn messages<'a>(
+        &'a self,
+        account: i64,
+        subscription: i64,
+        activities: &'a [StoredActivity],
+    ) -> Messages<'a> {
+        Messages {
+            builder: self,
+            account,
+            subscription,
+            rest: activities.iter(),
+            previous: None,
+            carried: None,
+            scratch: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// All of [`MessageBuilder::messages`] at once.
     ///
     /// # Errors
-    /// A [`MessageError`] when an activity does not parse, belongs to another account, or is
-    /// out of order; nothing is built then.
+    /// The first [`MessageError`]; nothing is built then.
     pub fn build(
         &self,
         account: i64,
         subscription: i64,
         activities: &[StoredActivity],
     ) -> Result<Vec<Message>, MessageError> {
-        let mut messages = Vec::new();
-        let mut run: Option<Run> = None;
-        let mut previous: Option<u64> = None;
-        for stored in activities {
-            if let Some(previous) = previous {
-                if stored.sequence <= previous {
-                    return Err(MessageError::OutOfOrder {
-                        sequence: stored.sequence,
-                        previous,
-                    });
-                }
-            }
-            previous = Some(stored.sequence);
-            let corrupt = |e: serde_json::Error| MessageError::Corrupt {
-                sequence: stored.sequence,
-                message: e.to_string(),
-            };
-            // Without a filter only the v1 side is read ([`StoredV1`]); with one (a pattern
-            // may look at any field), or a text of a shape it does not expect, the whole
-            // activity.
-            let fast = match &self.filter {
-                None => StoredV1::parse(&stored.json).ok(),
-                Some(_) => None,
-            };
-            let want_v1 = self.payload != PayloadFormat::V2;
-            let (found, v1_activity_type, v1_json) = match fast {
-                Some(fast) => (
-                    fast.account(),
-                    fast.kind,
-                    if want_v1 { fast.to_json() } else { None },
-                ),
-                None => {
-                    let activity: Activity = serde_json::from_str(&stored.json).map_err(corrupt)?;
-                    if let Some(filter) = &self.filter {
-                        if activity.account == account
-                            && !filter.matches(&event_document(account, subscription, &activity))
-                        {
-                            continue;
-                        }
-                    }
-                    let v1 = V1Event::from_activity(&activity);
-                    let json = match (&v1, want_v1) {
-                        // Plain fields and JSON values: serializing cannot fail.
-                        (Some(event), true) => serde_json::to_vec(event).ok(),
-                        _ => None,
-                    };
-                    (activity.account, v1.map(|event| event.kind), json)
-                }
-            };
-            if found != account {
-                return Err(MessageError::WrongAccount {
-                    sequence: stored.sequence,
-                    expected: account,
-                    found,
-                });
-            }
-            if v1_activity_type.is_none() && self.payload == PayloadFormat::V1 {
-                continue;
-            }
-            let v1_json = v1_json.unwrap_or_default();
-            // The stored text parsed above, so it is one valid JSON value: it goes into the
-            // v2 list as it is.
-            let v2_json = stored.json.trim().as_bytes();
-            let mut bytes = 0;
-            if self.payload != PayloadFormat::V1 {
-                bytes += v2_json.len() + 1;
-            }
-            if !v1_json.is_empty() {
-                bytes += v1_json.len() + 1;
-            }
-            let full = run.as_ref().is_some_and(|open| {
-                open.v1_activity_type != v1_activity_type
-                    || open.activity_count >= self.max_activities.get()
-                    || BODY_OVERHEAD_BYTES + open.v1.len() + open.v2.len() + bytes
-                        > self.max_body_bytes
-            });
-            if full {
-                if let Some(done) = run.take() {
-                    messages.push(self.finish(account, subscription, done));
-                }
-            }
-            let open = run.get_or_insert_with(|| Run {
-                v1_activity_type,
-                first_sequence: stored.sequence,
-                last_sequence: stored.sequence,
-                activity_count: 0,
-                v1: Vec::new(),
-                v2: Vec::new(),
-            });
-            open.last_sequence = stored.sequence;
-            open.activity_count += 1;
-            if !v1_json.is_empty() {
-                open.v1.extend_from_slice(&v1_json);
-                open.v1.push(b',');
-            }
-            if self.payload != PayloadFormat::V1 {
-                open.v2.extend_from_slice(v2_json);
-                open.v2.push(b',');
-            }
-        }
-        if let Some(done) = run.take() {
-            messages.push(self.finish(account, subscription, done));
-        }
-        let end = previous.unwrap_or_default();
-        let next_firsts: Vec<u64> = messages
-            .iter()
-            .skip(1)
-            .map(|message| message.first_sequence)
-            .collect();
-        for (index, message) in messages.iter_mut().enumerate() {
-            message.through_sequence = next_firsts
-                .get(index)
-                .map_or(end, |next_first| next_first - 1);
-            debug_assert!(message.through_sequence >= message.last_sequence);
-        }
-        Ok(messages)
+        self.messages(account, subscription, activities).collect()
     }
 
-    fn finish(&self, account: i64, subscription: i64, mut run: Run) -> Message {
-        // `{"account":1,"subscription":2,"activity":{"v1":[..],"v2":[..]}}`, assembled from
-        // the lists' JSON (each item valid JSON, followed by a comma).
-        let list = |body: &mut Vec<u8>, name: &str, items: &mut Vec<u8>| {
-            if items.last() == Some(&b',') {
-                items.pop();
+    /// `stored` ready to join a message, or `None` when it is not carried (filtered out, or
+    /// without a v1 form when only v1 is). Its v1 JSON, when carried, replaces what `scratch`
+    /// held.
+    fn item<'a>(
+        &self,
+        account: i64,
+        subscription: i64,
+        stored: &'a StoredActivity,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Option<Item<'a>>, MessageError> {
+        let corrupt = |e: serde_json::Error| MessageError::Corrupt {
+            sequence: stored.sequence,
+            message: e.to_string(),
+        };
+        scratch.clear();
+        // Without a filter only the v1 side is read ([`StoredV1`]); with one (a pattern may
+        // look at any field), or a text of a shape it does not expect, the whole activity.
+        let fast = match &self.filter {
+            None => StoredV1::parse(&stored.json).ok(),
+            Some(_) => None,
+        };
+        let want_v1 = self.payload != PayloadFormat::V2;
+        let (found, v1_activity_type) = match fast {
+            Some(fast) => {
+                if want_v1 {
+                    fast.write_json(scratch);
+                }
+                (fast.account(), fast.kind)
             }
-            body.extend_from_slice(b"\"");
-            body.extend_from_slice(name.as_bytes());
-            body.extend_from_slice(b"\":[");
-            body.extend_from_slice(items);
+            None => {
+                let activity: Activity = serde_json::from_str(&stored.json).map_err(corrupt)?;
+                if let Some(filter) = &self.filter {
+                    if activity.account == account
+                        && !filter.matches(&event_document(account, subscription, &activity))
+                    {
+                        return Ok(None);
+                    }
+                }
+                let v1 = V1Event::from_activity(&activity);
+                if let (Some(event), true) = (&v1, want_v1) {
+                    // Plain fields and JSON values: serializing cannot fail.
+                    if serde_json::to_writer(&mut *scratch, event).is_err() {
+                        scratch.clear();
+                    }
+                }
+                (activity.account, v1.map(|event| event.kind))
+            }
+        };
+        if found != account {
+            return Err(MessageError::WrongAccount {
+                sequence: stored.sequence,
+                expected: account,
+                found,
+            });
+        }
+        if v1_activity_type.is_none() && self.payload == PayloadFormat::V1 {
+            return Ok(None);
+        }
+        Ok(Some(Item {
+            sequence: stored.sequence,
+            v1_activity_type,
+            v1_len: scratch.len(),
+            // The stored text parsed above, so it is one valid JSON value: it goes into the
+            // v2 list as it is.
+            v2: if self.payload == PayloadFormat::V1 {
+                &[]
+            } else {
+                stored.json.trim().as_bytes()
+            },
+        }))
+    }
+
+    fn finish(&self, account: i64, subscription: i64, run: Run<'_>, through: u64) -> Message {
+        // `{"account":1,"subscription":2,"activity":{"v1":[..],"v2":[..]}}`: the opening and
+        // the first list's items are written; close that list, add the v2 list when both are
+        // carried, and close the object.
+        let Run {
+            mut body,
+            v2,
+            v2_bytes,
+            ..
+        } = run;
+        let close_list = |body: &mut Vec<u8>| {
+            if body.last() == Some(&b',') {
+                body.pop();
+            }
             body.push(b']');
         };
-        let mut body = Vec::with_capacity(BODY_OVERHEAD_BYTES + run.v1.len() + run.v2.len());
-        body.extend_from_slice(
-            format!("{{\"account\":{account},\"subscription\":{subscription},\"activity\":{{")
-                .as_bytes(),
-        );
-        if self.payload != PayloadFormat::V2 {
-            list(&mut body, "v1", &mut run.v1);
-        }
+        close_list(&mut body);
         if self.payload == PayloadFormat::Both {
-            body.push(b',');
-        }
-        if self.payload != PayloadFormat::V1 {
-            list(&mut body, "v2", &mut run.v2);
+            body.reserve(v2_bytes + 10);
+            body.extend_from_slice(b",\"v2\":[");
+            for item in &v2 {
+                body.extend_from_slice(item);
+                body.push(b',');
+            }
+            close_list(&mut body);
         }
         body.extend_from_slice(b"}}");
+        debug_assert!(through >= run.last_sequence);
         Message {
             account,
             subscription,
             first_sequence: run.first_sequence,
             last_sequence: run.last_sequence,
-            through_sequence: run.last_sequence,
+            through_sequence: through,
             activity_count: run.activity_count,
             v1_activity_type: run.v1_activity_type,
             body: Bytes::from(body),
+        }
+    }
+}
+
+/// The messages of one input, built as they are asked for (see [`MessageBuilder::messages`]).
+pub struct Messages<'a> {
+    builder: &'a MessageBuilder,
+    account: i64,
+    subscription: i64,
+    rest: std::slice::Iter<'a, StoredActivity>,
+    previous: Option<u64>,
+    /// The activity that did not fit into the message before: it starts the next one (its
+    /// v1 JSON is still in `scratch`).
+    carried: Option<Item<'a>>,
+    /// The v1 JSON of the activity read last.
+    scratch: Vec<u8>,
+    /// The input is used up, or an error was given.
+    done: bool,
+}
+
+impl Iterator for Messages<'_> {
+    type Item = Result<Message, MessageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let builder = self.builder;
+        let (account, subscription) = (self.account, self.subscription);
+        let mut run = self.carried.take().map(|item| {
+            let mut run = Run::open(builder, account, subscription, &item);
+            run.push(builder.payload, &item, &self.scratch);
+            run
+        });
+        loop {
+            let Some(stored) = self.rest.next() else {
+                // A message ending with the input covers it to its end, skipped tail included.
+                self.done = true;
+                let end = self.previous.unwrap_or_default();
+                return run.map(|run| Ok(builder.finish(account, subscription, run, end)));
+            };
+            if let Some(previous) = self.previous {
+                if stored.sequence <= previous {
+                    self.done = true;
+                    return Some(Err(MessageError::OutOfOrder {
+                        sequence: stored.sequence,
+                        previous,
+                    }));
+                }
+            }
+            self.previous = Some(stored.sequence);
+            let item = match builder.item(account, subscription, stored, &mut self.scratch) {
+                Ok(Some(item)) => item,
+                Ok(None) => continue,
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
+            };
+            match &mut run {
+                Some(open) if open.takes(&item, builder) => {
+                    open.push(builder.payload, &item, &self.scratch);
+                }
+                Some(_) => {
+                    // The message ends where the next begins (skipped activity in between is
+                    // covered by it).
+                    let through = item.sequence - 1;
+                    self.carried = Some(item);
+                    return run.map(|run| Ok(builder.finish(account, subscription, run, through)));
+                }
+                None => {
+                    let mut open = Run::open(builder, account, subscription, &item);
+                    open.push(builder.payload, &item, &self.scratch);
+                    run = Some(open);
+                }
+            }
         }
     }
 }
@@ -556,6 +698,46 @@ mod tests {
             .expect("built nothing");
         assert!(nothing.is_empty());
         assert!(builder.build(1, 4, &[]).expect("empty").is_empty());
+    }
+
+    #[test]
+    fn test_messages_come_one_at_a_time_and_an_error_ends_them() {
+        let mut corrupt = stored(4, 1, "add", "unknown");
+        corrupt.json = "{\"id\": ".into();
+        let activities = [
+            stored(1, 1, "add", "unknown"),
+            stored(2, 1, "delete", "unknown"),
+            stored(3, 1, "add", "unknown"),
+            corrupt,
+            stored(5, 1, "add", "unknown"),
+        ];
+        let builder = builder(PayloadFormat::Both, 10);
+        let mut messages = builder.messages(1, 2, &activities);
+        let first = messages.next().expect("a message").expect("built");
+        assert_eq!(
+            (first.message_id(), first.through_sequence),
+            ("2-1".into(), 1)
+        );
+        let second = messages.next().expect("a message").expect("built");
+        assert_eq!(
+            (second.message_id(), second.through_sequence),
+            ("2-2".into(), 2)
+        );
+        // The message activity 3 opened is not given: activity 4 ends the messages.
+        assert!(matches!(
+            messages.next(),
+            Some(Err(MessageError::Corrupt { sequence: 4, .. }))
+        ));
+        assert!(messages.next().is_none());
+        assert!(builder.build(1, 2, &activities).is_err());
+        // Given one at a time or all at once, the same messages.
+        let good = &activities[..3];
+        let one_by_one: Vec<Message> = builder
+            .messages(1, 2, good)
+            .map(|message| message.expect("built"))
+            .collect();
+        assert_eq!(one_by_one, builder.build(1, 2, good).expect("built"));
+        assert_eq!(one_by_one.len(), 3);
     }
 
     #[test]

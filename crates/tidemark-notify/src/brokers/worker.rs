@@ -40,6 +40,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,6 +115,14 @@ pub const IDLE_PUBLISHER: Duration = Duration::from_secs(300);
 /// Advances written to the store in one call at most.
 const ADVANCE_BATCH: usize = 1024;
 
+/// How long the advance writer gathers advances when acknowledgements are slow (see
+/// [`DestinationWorker::advance_linger`]).
+const ADVANCE_LINGER: Duration = Duration::from_millis(1);
+
+/// Acknowledgements slower than this on average (many claims in flight, a busy broker) make
+/// the advance writer gather for [`ADVANCE_LINGER`].
+const LINGER_ABOVE_ACK: Duration = Duration::from_millis(20);
+
 /// Acknowledged messages logged as one successful attempt at most (a run of messages one
 /// claim published in a row; failures are logged one by one).
 pub const MESSAGES_PER_LOGGED_ATTEMPT: usize = 16;
@@ -172,6 +181,8 @@ pub struct DestinationWorker {
     /// Advances of every claim in flight, written in batches by [`DestinationWorker::run`].
     advances: mpsc::UnboundedSender<AdvanceRequest>,
     advances_rx: Mutex<Option<mpsc::UnboundedReceiver<AdvanceRequest>>>,
+    /// How long acknowledgements take lately, in microseconds (a moving average).
+    ack_micros: AtomicU64,
 }
 
 impl std::fmt::Debug for DestinationWorker {
@@ -298,6 +309,7 @@ impl DestinationWorker {
             slots: Mutex::new(HashMap::new()),
             advances,
             advances_rx: Mutex::new(Some(advances_rx)),
+            ack_micros: AtomicU64::new(0),
         })
     }
 
@@ -350,6 +362,19 @@ impl DestinationWorker {
     async fn write_advances(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AdvanceRequest>) {
         let mut batch = Vec::with_capacity(ADVANCE_BATCH);
         while rx.recv_many(&mut batch, ADVANCE_BATCH).await > 0 {
+            if let Some(linger) = self.advance_linger() {
+                // Acknowledgements are slow (many claims in flight): a short wait gathers the
+                // advances of more claims into this write, which costs about as much for one
+                // as for a hundred.
+                let until = tokio::time::Instant::now() + linger;
+                while batch.len() < ADVANCE_BATCH {
+                    let room = ADVANCE_BATCH - batch.len();
+                    match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
             let (items, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
             match self.store.advance_publications(items).await {
                 Ok(taken) => {
@@ -365,6 +390,23 @@ impl DestinationWorker {
                 }
             }
         }
+    }
+
+    /// Counts an acknowledgement's latency into the moving average.
+    fn record_ack(&self, latency: Duration) {
+        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let average = self.ack_micros.load(Ordering::Relaxed);
+        // Races between claims lose a sample now and then, which an average can spare.
+        let next = average - average / 16 + sample / 16;
+        self.ack_micros.store(next, Ordering::Relaxed);
+    }
+
+    /// How long the advance writer waits to gather more claims' advances into one write:
+    /// [`ADVANCE_LINGER`] while acknowledgements take [`LINGER_ABOVE_ACK`] or longer (the
+    /// wait then adds at most 5% to each message's round), otherwise none.
+    fn advance_linger(&self) -> Option<Duration> {
+        let ack = Duration::from_micros(self.ack_micros.load(Ordering::Relaxed));
+        (ack >= LINGER_ABOVE_ACK).then_some(ADVANCE_LINGER)
     }
 
     /// Claims as many due pairs as there are free places and starts publishing each.
@@ -548,28 +590,29 @@ impl DestinationWorker {
                 break;
             };
             warn_on_gap(progress.position, &page);
-            let messages = builder
-                .build(due.account_id, due.subscription_id, &page)
-                .map_err(|e| Failure::before_publishing(e.to_string(), Utc::now()))?;
-            if messages.is_empty() {
-                // Nothing matched the filter: move on without publishing.
-                self.advance(progress, last, None, None).await?;
-                continue;
-            }
+            let failed_build =
+                |e: super::MessageError| Failure::before_publishing(e.to_string(), Utc::now());
+            // Messages are built one at a time, each while the one before is in flight.
+            let mut messages = builder.messages(due.account_id, due.subscription_id, &page);
             // The last message may end only because the page did: it could grow on a later
             // read, so it is recorded as pending before it goes out. The others end where the
             // next message begins, whatever comes after.
             let max = builder.max_activities.get();
-            let pending_of = |index: usize| -> Option<u64> {
-                let message: &Message = messages.get(index)?;
-                (index + 1 == messages.len() && message.activity_count < max)
+            let pending_of = |message: &Message| -> Option<u64> {
+                (message.through_sequence == last && message.activity_count < max)
                     .then_some(message.last_sequence)
             };
-            for (index, message) in messages.iter().enumerate() {
+            let Some(first) = messages.next().transpose().map_err(failed_build)? else {
+                // Nothing matched the filter: move on without publishing.
+                self.advance(progress, last, None, None).await?;
+                continue;
+            };
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
                 if *stop.borrow() {
                     return Err(Stop::ShuttingDown);
                 }
-                let pending = pending_of(index);
+                let pending = pending_of(&message);
                 let short = progress.deadline.saturating_duration_since(Instant::now())
                     < self.config.publisher.publish_timeout + CLAIM_MARGIN;
                 if (pending.is_some() && pending != progress.pending) || short {
@@ -586,21 +629,25 @@ impl DestinationWorker {
                 }
                 let started_at = Utc::now();
                 let timer = Instant::now();
-                let result = publisher.publish(message).await;
+                let result = publisher.publish(&message).await;
                 let latency = timer.elapsed();
                 match result {
                     Ok(ack) => {
+                        self.record_ack(latency);
                         if ack.duplicate {
                             tracing::debug!(message_id = %message.message_id(), "broker already had the message");
                         }
-                        let attempt = progress.acknowledged(message, started_at, latency);
-                        self.advance(
-                            progress,
-                            message.through_sequence,
-                            pending_of(index + 1),
-                            attempt,
-                        )
-                        .await?;
+                        let attempt = progress.acknowledged(&message, started_at, latency);
+                        // The next message is built first, so that whether it is pending goes
+                        // with this commit; a bad activity in it fails only after the commit.
+                        let following = messages.next().transpose();
+                        let next_pending = match &following {
+                            Ok(Some(following)) => pending_of(following),
+                            _ => None,
+                        };
+                        self.advance(progress, message.through_sequence, next_pending, attempt)
+                            .await?;
+                        next = following.map_err(failed_build)?;
                     }
                     Err(error) => {
                         if !error.is_retriable() {

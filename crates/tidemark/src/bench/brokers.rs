@@ -32,7 +32,12 @@ use tidemark_store::{
     CommitBatch, DestinationPatch, NewAccount, NewDestination, NewSubscription, SqliteStore, Store,
 };
 
-use super::{progress, synthetic, BenchDir};
+use super::{process_cpu, progress, synthetic, BenchDir};
+
+/// CPU time the process used since `before`.
+fn cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu()?.saturating_sub(before?))
+}
 
 /// Options of `tidemark bench brokers`.
 #[derive(Debug, Args)]
@@ -467,6 +472,9 @@ struct Round {
     baseline_rate: f64,
     tidemark_rate: f64,
     messages: u64,
+    /// CPU this process used publishing (the bare client's, and the worker's), where known.
+    baseline_cpu: Option<Duration>,
+    tidemark_cpu: Option<Duration>,
 }
 
 impl Round {
@@ -523,6 +531,7 @@ async fn run_round(
     let bare = Arc::new(bare);
     let baseline_names = Arc::new(baseline_names);
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let mut tasks = Vec::with_capacity(work.len());
     for messages in work {
         let bare = Arc::clone(&bare);
@@ -538,15 +547,20 @@ async fn run_round(
         task.await??;
     }
     let baseline_elapsed = started.elapsed();
+    let baseline_cpu = cpu_since(cpu_before);
     anyhow::ensure!(
         bare.count(&baseline_names).await? >= message_count,
         "the baseline's messages are not all on the broker"
     );
+    // The broker should not carry the baseline's messages while Tidemark is measured (a
+    // Redis rewriting its append-only file, say, would rewrite them too).
+    bare.clean_up(&baseline_names).await;
 
     // Tidemark: the worker publishes the same activity from the store.
     let worker = DestinationWorker::new(store.clone(), WorkerConfig::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
+    let cpu_before = process_cpu();
     store
         .update_destination(
             destination.id,
@@ -567,21 +581,25 @@ async fn run_round(
         broker.as_str(),
     )
     .await?;
+    let tidemark_cpu = cpu_since(cpu_before);
     let _ = stop.send(());
     let _ = running.await;
     store.delete_destination(destination.id).await?;
     bare.clean_up(&tidemark_names).await;
-    bare.clean_up(&baseline_names).await;
     tracing::info!(
         broker = broker.as_str(),
         baseline_ms = baseline_elapsed.as_millis() as u64,
         tidemark_ms = tidemark_elapsed.as_millis() as u64,
+        baseline_cpu_ms = baseline_cpu.map(|cpu| cpu.as_millis() as u64),
+        tidemark_cpu_ms = tidemark_cpu.map(|cpu| cpu.as_millis() as u64),
         "round"
     );
     Ok(Round {
         baseline_rate: activity_count / baseline_elapsed.as_secs_f64().max(f64::EPSILON),
         tidemark_rate: activity_count / tidemark_elapsed.as_secs_f64().max(f64::EPSILON),
         messages: message_count,
+        baseline_cpu,
+        tidemark_cpu,
     })
 }
 
@@ -611,6 +629,20 @@ pub async fn run(args: BrokersArgs) -> anyhow::Result<()> {
         let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
         rounds.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
         let median = &rounds[rounds.len() / 2];
+        // This process's CPU per message (the broker's own is not counted).
+        let per_message = |cpu: Option<Duration>| {
+            cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / median.messages.max(1) as f64)
+        };
+        let (bare_us, tidemark_us) = (
+            per_message(median.baseline_cpu),
+            per_message(median.tidemark_cpu),
+        );
+        if let (Some(bare_us), Some(tidemark_us)) = (bare_us, tidemark_us) {
+            println!(
+                "  {:<8} CPU of this process per message: tidemark {tidemark_us:.1} µs, bare client {bare_us:.1} µs",
+                broker.as_str()
+            );
+        }
         println!(
             "  {:<8} tidemark {:>8.0} activities/s ({:>6.0} messages/s), bare client {:>8.0} activities/s: ratio {:.2} (target >= 0.6; rounds {})",
             broker.as_str(),
@@ -632,6 +664,8 @@ pub async fn run(args: BrokersArgs) -> anyhow::Result<()> {
             "baseline_activities_per_s": median.baseline_rate.round(),
             "ratio_to_baseline": (median.ratio() * 1000.0).round() / 1000.0,
             "round_ratios": ratios.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+            "tidemark_cpu_us_per_message": tidemark_us.map(|us| (us * 10.0).round() / 10.0),
+            "baseline_cpu_us_per_message": bare_us.map(|us| (us * 10.0).round() / 10.0),
         }));
     }
     println!(

@@ -133,3 +133,17 @@ impl Latencies {
         self.0[index].as_secs_f64() * 1000.0
     }
 }
+
+/// CPU time this process has used so far (user and system, all threads), from
+/// `/proc/self/stat`; `None` where that is not readable (not Linux).
+fn process_cpu() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // utime and stime are the 14th and 15th fields of the line, in clock ticks.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ').skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture we build for.
+    Some(std::time::Duration::from_millis((utime + stime) * 10))
+}
