@@ -119,6 +119,10 @@ const ADVANCE_BATCH: usize = 1024;
 /// [`DestinationWorker::advance_linger`]).
 const ADVANCE_LINGER: Duration = Duration::from_millis(1);
 
+/// Scheduler turns the advance writer yields to gather more advances before writing (it stops
+/// at the first turn that brings none).
+const GATHER_TURNS: usize = 4;
+
 /// Acknowledgements slower than this on average (many claims in flight, a busy broker) make
 /// the advance writer gather for [`ADVANCE_LINGER`].
 const LINGER_ABOVE_ACK: Duration = Duration::from_millis(20);
@@ -362,6 +366,25 @@ impl DestinationWorker {
     async fn write_advances(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AdvanceRequest>) {
         let mut batch = Vec::with_capacity(ADVANCE_BATCH);
         while rx.recv_many(&mut batch, ADVANCE_BATCH).await > 0 {
+            // Let the tasks that are ready run first (one turn of the scheduler, no timer): the
+            // claims acknowledged meanwhile join this write, which costs about as much for one
+            // advance as for a hundred. Under load that gathers tens; when idle it costs nothing.
+            for _ in 0..GATHER_TURNS {
+                if batch.len() >= ADVANCE_BATCH {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                let before = batch.len();
+                while batch.len() < ADVANCE_BATCH {
+                    match rx.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                if batch.len() == before {
+                    break;
+                }
+            }
             if let Some(linger) = self.advance_linger() {
                 // Acknowledgements are slow (many claims in flight): a short wait gathers the
                 // advances of more claims into this write, which costs about as much for one

@@ -1973,11 +1973,31 @@ impl Store for SqliteStore {
                  attempts = CASE WHEN ?4 > published_sequence THEN 0 ELSE attempts END, \
                  failing_since = CASE WHEN ?4 > published_sequence THEN NULL ELSE failing_since END, \
                  pending_through = ?5, claimed_until = ?6 \
-                 WHERE destination_id = ?1 AND subscription_id = ?2 AND claim_token = ?3 \
-                 AND EXISTS (SELECT 1 FROM destinations d WHERE d.id = ?1 AND d.enabled = 1 AND d.modified = ?7)",
+                 WHERE destination_id = ?1 AND subscription_id = ?2 AND claim_token = ?3",
             )?;
+            // A changed, disabled or deleted destination refuses the advance; it is looked up
+            // once per destination in the batch (inside this transaction, so it holds for all).
+            let mut versions: std::collections::HashMap<i64, Option<i64>> =
+                std::collections::HashMap::new();
             let mut taken = Vec::with_capacity(advances.len());
             for item in &advances {
+                let version = match versions.get(&item.destination_id) {
+                    Some(version) => *version,
+                    None => {
+                        let version = tx
+                            .prepare_cached(
+                                "SELECT modified FROM destinations WHERE id = ?1 AND enabled = 1",
+                            )?
+                            .query_row(params![item.destination_id], |r| r.get::<_, i64>(0))
+                            .optional()?;
+                        versions.insert(item.destination_id, version);
+                        version
+                    }
+                };
+                if version != Some(micros(item.destination_modified)) {
+                    taken.push(false);
+                    continue;
+                }
                 let changed = advance.execute(params![
                     item.destination_id,
                     item.subscription_id,
@@ -1985,7 +2005,6 @@ impl Store for SqliteStore {
                     i64::try_from(item.through).unwrap_or(i64::MAX),
                     item.pending_through.map(|p| i64::try_from(p).unwrap_or(i64::MAX)),
                     micros(item.claimed_until),
-                    micros(item.destination_modified),
                 ])?;
                 if changed == 1 {
                     if let Some(attempt) = &item.attempt {
