@@ -206,3 +206,47 @@ async fn test_group_commit_rolls_back_failing_writes_alone() {
         160
     );
 }
+
+/// Committed pages reach the database file without an explicit checkpoint and long before
+/// SQLite's automatic one would run (1,000 pages), copied by the store's checkpointer thread
+/// rather than by the connection that commits.
+#[tokio::test]
+async fn test_the_checkpointer_copies_commits_into_the_database_file() {
+    use tidemark_store::testsuite::{sample_activity, setup};
+    use tidemark_store::{CommitBatch, Store};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tidemark.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let subscription = setup(&store).await;
+    // Let the set-up's commits be checkpointed first, so the growth below is this batch's.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let before = std::fs::metadata(&path).expect("db file").len();
+    let activities: Vec<_> = (0..200)
+        .map(|i| {
+            let mut activity = sample_activity(subscription.account, &format!("a{i}"));
+            activity.raw = Some(serde_json::json!({"padding": "x".repeat(1000)}));
+            activity
+        })
+        .collect();
+    store
+        .commit(CommitBatch::new(subscription.id, &activities).expect("encodes"))
+        .await
+        .expect("commit");
+    // About 60 pages were written to the log; the database file grows once they are copied.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = std::fs::metadata(&path).expect("db file").len();
+        if now >= before + 150_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {now} bytes (was {before}): nothing was checkpointed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.latest_sequence(subscription.id).await.expect("seq"),
+        200
+    );
+}

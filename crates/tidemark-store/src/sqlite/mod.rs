@@ -45,6 +45,12 @@ const READ_MMAP_BYTES: i64 = 1 << 40;
 const STATEMENT_CACHE_CAPACITY: usize = 256;
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the checkpointer gathers commits before copying them from the write-ahead log into
+/// the database file (see [`run_checkpointer`]).
+const CHECKPOINT_GAP: Duration = Duration::from_millis(100);
+/// The writer connection's own automatic checkpoint, in WAL pages (SQLite's default is 1,000):
+/// only a fallback for when the checkpointer cannot keep up, so that the log stays bounded.
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 8_192;
 
 /// The embedded SQLite store.
 #[derive(Clone)]
@@ -112,6 +118,9 @@ impl SqliteStore {
         configure(&writer)?;
         migrations::migrate(&mut writer)?;
         let cursor_key = load_or_create_cursor_key(&mut writer)?;
+        writer.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
+        let checkpointer = Connection::open(&path)?;
+        configure(&checkpointer)?;
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
@@ -126,9 +135,14 @@ impl SqliteStore {
             .build(manager)?;
         tracing::debug!(path = %path.display(), "sqlite store open");
         let (jobs, queue) = std::sync::mpsc::channel::<WriteJob>();
+        let (committed, commits) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("tidemark-sqlite-checkpointer".into())
+            .spawn(move || run_checkpointer(&checkpointer, &commits))
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpointer: {e}")))?;
         std::thread::Builder::new()
             .name("tidemark-sqlite-writer".into())
-            .spawn(move || run_writer(&writer, &queue))
+            .spawn(move || run_writer(&writer, &queue, &committed))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -416,8 +430,13 @@ fn run_statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// The writer thread: takes every job waiting (at least one), runs them in one transaction,
-/// each in its own savepoint, commits, then replies to each. Ends when the store is dropped.
-fn run_writer(conn: &Connection, queue: &std::sync::mpsc::Receiver<WriteJob>) {
+/// each in its own savepoint, commits, then replies to each (and tells the checkpointer).
+/// Ends when the store is dropped.
+fn run_writer(
+    conn: &Connection,
+    queue: &std::sync::mpsc::Receiver<WriteJob>,
+    committed: &std::sync::mpsc::SyncSender<()>,
+) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP_COMMIT {
@@ -478,6 +497,31 @@ fn run_writer(conn: &Connection, queue: &std::sync::mpsc::Receiver<WriteJob>) {
         }
         for reply in replies {
             reply(failed.as_ref());
+        }
+        if failed.is_none() {
+            // A wake already waiting covers this commit too.
+            let _ = committed.try_send(());
+        }
+    }
+}
+
+/// The checkpointer thread: copies committed pages from the write-ahead log into the database
+/// file ([`CHECKPOINT_GAP`] after a commit, gathering the commits in between), on its own
+/// connection. A checkpoint syncs the log and then the database file, which on a slow disk
+/// takes tens of milliseconds, and SQLite's automatic checkpoint would run it on the committing
+/// connection, stalling every write queued behind it; here the writer goes on committing
+/// meanwhile. A passive checkpoint never waits for the writer or for readers; what it could not
+/// copy is copied by the next one. Ends with the writer thread.
+fn run_checkpointer(conn: &Connection, commits: &std::sync::mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_GAP);
+        let _ = commits.try_recv();
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match done {
+            Ok((log, copied)) => tracing::trace!(log, copied, "checkpoint"),
+            Err(error) => tracing::warn!(%error, "checkpoint failed; the next commit retries it"),
         }
     }
 }
