@@ -250,3 +250,40 @@ async fn test_the_checkpointer_copies_commits_into_the_database_file() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn probe_read_cost() {
+    use tidemark_store::testsuite::{sample_activity, setup};
+    use tidemark_store::{CommitBatch, Store};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("t.db")).expect("open");
+    let subscription = setup(&store).await;
+    let activities: Vec<_> = (0..50000)
+        .map(|i| {
+            let mut activity = sample_activity(subscription.account, &format!("a{i}"));
+            activity.raw = Some(serde_json::json!({"padding": "x".repeat(900)}));
+            activity
+        })
+        .collect();
+    for chunk in activities.chunks(1000) {
+        store.commit(CommitBatch::new(subscription.id, chunk).expect("encodes")).await.expect("commit");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for limit in [1usize, 50, 500] {
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        for i in 0..1000u64 {
+            n += store.read_activity(subscription.id, (i * 50) % 49000, limit).await.expect("read").len();
+        }
+        println!("sequential limit {limit}: {:.1} us/read ({n})", t.elapsed().as_secs_f64() * 1e6 / 1000.0);
+        let t = std::time::Instant::now();
+        let mut tasks = vec![];
+        for i in 0..1000u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.read_activity(subscription.id, (i * 50) % 49000, limit).await.expect("read").len() }));
+        }
+        for task in tasks { n += task.await.expect("join"); }
+        println!("concurrent limit {limit}: {:.1} us/read", t.elapsed().as_secs_f64() * 1e6 / 1000.0);
+    }
+}

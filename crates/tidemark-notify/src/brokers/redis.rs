@@ -67,7 +67,9 @@ impl Publisher for RedisPublisher {
         })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.publish_timeout))
+            // Each publish is bounded by its own timeout (below), which is what a claim's margin
+            // relies on; a second timer inside the connection would only cost one per message.
+            .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_max_delay(std::time::Duration::from_secs(1));
         let connecting = async {
