@@ -90,6 +90,34 @@ impl V1EventType {
         }
     }
 
+    /// The type's name on the wire (`add`, `delete`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            V1EventType::Add => "add",
+            V1EventType::Delete => "delete",
+            V1EventType::Update => "update",
+            V1EventType::Rename => "rename",
+            V1EventType::Move => "move",
+            V1EventType::Copy => "copy",
+            V1EventType::Restore => "restore",
+        }
+    }
+
+    /// The type named `name` on the wire ([`V1EventType::as_str`]), if it is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            V1EventType::Add,
+            V1EventType::Delete,
+            V1EventType::Update,
+            V1EventType::Rename,
+            V1EventType::Move,
+            V1EventType::Copy,
+            V1EventType::Restore,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
+    }
+
     /// The v1 type of a v2 activity, or `None` when v1 has no form for it (see module doc).
     pub fn of(event_type: EventType, subtype: EventSubtype) -> Option<Self> {
         Some(match (event_type, subtype) {
@@ -342,6 +370,25 @@ mod tests {
         assert!(stored.kind.is_none() && stored.to_json().is_none());
         assert!(StoredV1::parse(r#"{"id": "x", "account": 1, "event_type": "add", "event_subtype": "unknown", "session": "text"}"#).is_err());
         assert!(StoredV1::parse("not json").is_err());
+    }
+
+    #[test]
+    fn test_v1_type_names_are_their_wire_names() {
+        for kind in [
+            V1EventType::Add,
+            V1EventType::Delete,
+            V1EventType::Update,
+            V1EventType::Rename,
+            V1EventType::Move,
+            V1EventType::Copy,
+            V1EventType::Restore,
+        ] {
+            let wire = serde_json::to_value(kind).expect("serializes");
+            assert_eq!(wire, kind.as_str());
+            assert_eq!(V1EventType::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(V1EventType::from_name("Add"), None);
+        assert_eq!(V1EventType::from_name(""), None);
     }
 
     #[test]

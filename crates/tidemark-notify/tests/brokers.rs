@@ -23,7 +23,7 @@ use tidemark_notify::brokers::{
     NatsPublisher, NatsTarget, PayloadFormat, Publisher, PublisherOptions, RabbitMqPublisher,
     RabbitMqTarget, RedisPublisher, RedisTarget,
 };
-use tidemark_store::StoredActivity;
+use tidemark_store::{StoredActivity, StoredV1Event};
 use tokio::sync::RwLock;
 
 mod support;
@@ -83,6 +83,7 @@ fn messages_of(subscription: i64) -> Vec<Message> {
                 sequence,
                 committed_at: Utc::now(),
                 json: activity.to_string(),
+                v1: StoredV1Event::Unrendered,
             }
         })
         .collect();

@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tidemark_model::{
     Account, AccountId, Activity, Application, ApplicationId, CursorKey, MonitoredResource,
-    Subscription, SubscriptionId, SubscriptionType,
+    Subscription, SubscriptionId, SubscriptionType, V1Event, V1EventType,
 };
 
 pub mod migrate;
@@ -184,6 +184,10 @@ pub struct EncodedActivity {
     pub timestamp_micros: Option<i64>,
     /// The v2 activity object as JSON.
     pub json: String,
+    /// The activity's v1 event: its type and JSON ([`V1Event`]'s serialization), `None` when
+    /// v1 has no form for it. Rendered here, once, so that what serves the v1 form (broker
+    /// messages) need not parse `json` again; a store may keep it or not.
+    pub v1: Option<(V1EventType, String)>,
 }
 
 impl EncodedActivity {
@@ -195,10 +199,19 @@ impl EncodedActivity {
     pub fn encode(activity: &Activity) -> StoreResult<Self> {
         let json = serde_json::to_string(activity)
             .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?;
+        let v1 = match V1Event::from_activity(activity) {
+            Some(event) => Some((
+                event.kind,
+                serde_json::to_string(&event)
+                    .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?,
+            )),
+            None => None,
+        };
         Ok(EncodedActivity {
             id: activity.id.clone(),
             timestamp_micros: activity.timestamp.map(|t| t.timestamp_micros()),
             json,
+            v1,
         })
     }
 
@@ -263,6 +276,43 @@ pub struct StoredActivity {
     pub committed_at: DateTime<Utc>,
     /// The v2 activity object, serialized (ready to splice into a response).
     pub json: String,
+    /// Its v1 event as rendered when it was committed, if the store kept that.
+    pub v1: StoredV1Event,
+}
+
+/// A stored activity's v1 event, as rendered at commit ([`EncodedActivity::v1`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoredV1Event {
+    /// Not kept (a row committed before the store kept it, or a store that does not): render
+    /// it from the v2 JSON.
+    #[default]
+    Unrendered,
+    /// v1 has no form for this activity.
+    NoForm,
+    /// The v1 event's type and JSON.
+    Rendered {
+        /// The v1 type.
+        kind: V1EventType,
+        /// The event as JSON.
+        json: String,
+    },
+}
+
+impl StoredV1Event {
+    /// What a store kept in its `v1_type` and `v1` columns (see SQLite migration 9): `v1`
+    /// NULL is a row from before; the JSON `null` is an activity with no v1 form. A type the
+    /// store does not know is treated as not kept, so the event is rendered afresh.
+    pub fn from_columns(v1_type: Option<&str>, v1: Option<String>) -> Self {
+        match (v1_type, v1) {
+            (_, None) => StoredV1Event::Unrendered,
+            (None, Some(json)) if json == "null" => StoredV1Event::NoForm,
+            (None, Some(_)) => StoredV1Event::Unrendered,
+            (Some(name), Some(json)) => match V1EventType::from_name(name) {
+                Some(kind) => StoredV1Event::Rendered { kind, json },
+                None => StoredV1Event::Unrendered,
+            },
+        }
+    }
 }
 
 impl StoredActivity {

@@ -544,7 +544,12 @@ async fn assert_stores_equal(sqlite: &SqliteStore, postgres: &PostgresStore, fix
     }
     for subscription in &subscriptions {
         let id = subscription.id;
-        let page = sqlite.read_page(id, 0, 100_000).await.expect("read");
+        let mut page = sqlite.read_page(id, 0, 100_000).await.expect("read");
+        // The v1 event SQLite rendered at commit is not copied: PostgreSQL's readers render it
+        // from the v2 text.
+        for activity in &mut page.activities {
+            activity.v1 = tidemark_store::StoredV1Event::Unrendered;
+        }
         assert_eq!(
             postgres.read_page(id, 0, 100_000).await.expect("read"),
             page,
@@ -1092,6 +1097,7 @@ async fn test_a_large_copy_streams_in_bounded_memory() {
                 id: format!("a-{n}"),
                 timestamp_micros: Some(1_700_000_000_000_000 + n as i64 * 1000),
                 json: template.json.replace("template", &format!("a-{n}")),
+                v1: template.v1.clone(),
             })
             .collect();
         sqlite

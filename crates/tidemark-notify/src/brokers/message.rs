@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tidemark_model::{Activity, StoredV1, V1Event, V1EventType};
-use tidemark_store::StoredActivity;
+use tidemark_store::{StoredActivity, StoredV1Event};
 
 use super::{HEADER_ACCOUNT_ID, HEADER_SUBSCRIPTION_ID, HEADER_V1_ACTIVITY_TYPE};
 use crate::filter::EventPattern;
@@ -314,13 +314,47 @@ impl MessageBuilder {
             message: e.to_string(),
         };
         scratch.clear();
-        // Without a filter only the v1 side is read ([`StoredV1`]); with one (a pattern may
-        // look at any field), or a text of a shape it does not expect, the whole activity.
+        let want_v1 = self.payload != PayloadFormat::V2;
+        let v2 = if self.payload == PayloadFormat::V1 {
+            &[][..]
+        } else {
+            // Stored bodies are JSON written at commit: they go into the v2 list as they are.
+            stored.json.trim().as_bytes()
+        };
+        // Without a filter, the v1 event rendered at commit is all that is needed.
+        if self.filter.is_none() {
+            match &stored.v1 {
+                StoredV1Event::Rendered { kind, json } => {
+                    if let Some(found) = rendered_account(json) {
+                        if found != account {
+                            return Err(MessageError::WrongAccount {
+                                sequence: stored.sequence,
+                                expected: account,
+                                found,
+                            });
+                        }
+                        if want_v1 {
+                            scratch.extend_from_slice(json.as_bytes());
+                        }
+                        return Ok(Some(Item {
+                            sequence: stored.sequence,
+                            v1_activity_type: Some(*kind),
+                            v1_len: scratch.len(),
+                            v2,
+                        }));
+                    }
+                }
+                StoredV1Event::NoForm if self.payload == PayloadFormat::V1 => return Ok(None),
+                StoredV1Event::NoForm | StoredV1Event::Unrendered => {}
+            }
+        }
+        // Otherwise, without a filter only the v1 side is read ([`StoredV1`]); with one (a
+        // pattern may look at any field), or a text of a shape it does not expect, the whole
+        // activity.
         let fast = match &self.filter {
             None => StoredV1::parse(&stored.json).ok(),
             Some(_) => None,
         };
-        let want_v1 = self.payload != PayloadFormat::V2;
         let (found, v1_activity_type) = match fast {
             Some(fast) => {
                 if want_v1 {
@@ -361,13 +395,7 @@ impl MessageBuilder {
             sequence: stored.sequence,
             v1_activity_type,
             v1_len: scratch.len(),
-            // The stored text parsed above, so it is one valid JSON value: it goes into the
-            // v2 list as it is.
-            v2: if self.payload == PayloadFormat::V1 {
-                &[]
-            } else {
-                stored.json.trim().as_bytes()
-            },
+            v2,
         }))
     }
 
@@ -410,6 +438,20 @@ impl MessageBuilder {
             body: Bytes::from(body),
         }
     }
+}
+
+/// The `account` of a v1 event as [`V1Event`]'s serializer writes it, `{"id":"..","account":N,`:
+/// the first `","account":` in the text is that field, since `id` comes first and a JSON
+/// string holds no unescaped quote. `None` for a text of another shape (the event is then
+/// rendered afresh from the v2 text).
+fn rendered_account(json: &str) -> Option<i64> {
+    const FIELD: &str = "\",\"account\":";
+    if !json.starts_with("{\"id\":\"") {
+        return None;
+    }
+    let start = json.find(FIELD)? + FIELD.len();
+    let rest = &json[start..];
+    rest[..rest.find(',')?].parse().ok()
 }
 
 /// The messages of one input, built as they are asked for (see [`MessageBuilder::messages`]).
@@ -507,6 +549,7 @@ mod tests {
             sequence,
             committed_at: Utc::now(),
             json: activity.to_string(),
+            v1: StoredV1Event::Unrendered,
         }
     }
 
@@ -738,6 +781,72 @@ mod tests {
             .collect();
         assert_eq!(one_by_one, builder.build(1, 2, good).expect("built"));
         assert_eq!(one_by_one.len(), 3);
+    }
+
+    /// `stored` with its v1 event rendered as a commit renders it.
+    fn rendered(stored: &StoredActivity) -> StoredActivity {
+        let activity = stored.activity().expect("activity");
+        let encoded = tidemark_store::EncodedActivity::encode(&activity).expect("encodes");
+        StoredActivity {
+            v1: match encoded.v1 {
+                Some((kind, json)) => StoredV1Event::Rendered { kind, json },
+                None => StoredV1Event::NoForm,
+            },
+            ..stored.clone()
+        }
+    }
+
+    #[test]
+    fn test_the_v1_event_rendered_at_commit_gives_the_same_messages() {
+        let activities = [
+            stored(1, 1, "add", "unknown"),
+            stored(2, 1, "access", "preview"),
+            stored(3, 1, "update", "rename"),
+            stored(4, 1, "update", "rename"),
+            stored(5, 1, "delete", "unknown"),
+        ];
+        let rendered_ones: Vec<_> = activities.iter().map(rendered).collect();
+        assert!(matches!(rendered_ones[1].v1, StoredV1Event::NoForm));
+        assert!(matches!(
+            rendered_ones[0].v1,
+            StoredV1Event::Rendered {
+                kind: V1EventType::Add,
+                ..
+            }
+        ));
+        for payload in [PayloadFormat::V1, PayloadFormat::V2, PayloadFormat::Both] {
+            let builder = builder(payload, 10);
+            let from_text = builder.build(1, 7, &activities).expect("messages");
+            let from_rendered = builder.build(1, 7, &rendered_ones).expect("messages");
+            assert!(!from_text.is_empty());
+            assert_eq!(from_rendered, from_text, "{payload:?}");
+        }
+        // A rendered event of another account is refused as the text's would be.
+        let mut foreign = rendered(&stored(1, 2, "add", "unknown"));
+        foreign.json = stored(1, 1, "add", "unknown").json;
+        assert_eq!(
+            builder(PayloadFormat::Both, 10).build(1, 7, &[foreign]),
+            Err(MessageError::WrongAccount {
+                sequence: 1,
+                expected: 1,
+                found: 2
+            })
+        );
+        // One of a shape the builder does not expect is rendered afresh from the text.
+        let mut odd = stored(1, 1, "add", "unknown");
+        odd.v1 = StoredV1Event::Rendered {
+            kind: V1EventType::Delete,
+            json: "{\"account\":1}".into(),
+        };
+        assert_eq!(
+            builder(PayloadFormat::Both, 10).build(1, 7, &[odd]),
+            builder(PayloadFormat::Both, 10).build(1, 7, &[stored(1, 1, "add", "unknown")])
+        );
+        assert_eq!(
+            rendered_account("{\"id\":\"a\\\",\\\"account\\\":9\",\"account\":3,\"action\":\"+\"}"),
+            Some(3)
+        );
+        assert_eq!(rendered_account("{\"id\":\"a\",\"account\":x,"), None);
     }
 
     #[test]

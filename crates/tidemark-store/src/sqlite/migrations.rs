@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_backfill.sql"),
     include_str!("../../migrations/sqlite/0007_destinations.sql"),
     include_str!("../../migrations/sqlite/0008_destination_pending.sql"),
+    include_str!("../../migrations/sqlite/0009_activity_v1.sql"),
 ];
 
 /// The schema version this build produces (and the only one `tidemark migrate` copies).

@@ -29,7 +29,7 @@ use crate::{
     DueNotification, DuePublication, JsonPage, Lease, NewAccount, NewDestination, NewSubscription,
     NewWebhookEndpoint, NotificationOutcome, PollResult, PollState, PublicationAdvance,
     PublicationOutcome, RangePage, RangePosition, SecretDigest, Store, StoreError, StoreResult,
-    StoredActivity, TimeRange, WebhookAttempt, WebhookEndpoint, WebhookPatch,
+    StoredActivity, StoredV1Event, TimeRange, WebhookAttempt, WebhookEndpoint, WebhookPatch,
 };
 
 mod migrations;
@@ -365,17 +365,23 @@ fn commit_tx(tx: &Connection, batch: CommitBatch) -> StoreResult<CommitOutcome> 
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO activity (subscription_id, sequence, activity_id, occurred_at, \
-                 committed_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 committed_at, body, v1_type, v1) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (subscription_id, activity_id) DO NOTHING",
         )?;
         for row in &rows {
+            let (v1_type, v1) = match &row.v1 {
+                Some((kind, json)) => (Some(kind.as_str()), json.as_str()),
+                None => (None, "null"),
+            };
             let inserted = insert.execute(params![
                 subscription_id,
                 last_sequence + 1,
                 row.id,
                 row.timestamp_micros,
                 committed_at,
-                row.json
+                row.json,
+                v1_type,
+                v1
             ])?;
             if inserted == 1 {
                 last_sequence += 1;
@@ -1505,13 +1511,20 @@ impl Store for SqliteStore {
                 subscription_id,
                 after,
                 limit,
-                |sequence, committed_at, json| {
+                PageColumns::WithV1,
+                |row| {
+                    let sequence = row.sequence;
+                    let text = |bytes: &[u8]| {
+                        String::from_utf8(bytes.to_vec()).map_err(|_| {
+                            StoreError::Corrupt(format!("activity {sequence} is not UTF-8"))
+                        })
+                    };
+                    let v1_type = row.v1_type.and_then(|name| std::str::from_utf8(name).ok());
                     activities.push(StoredActivity {
                         sequence,
-                        committed_at: from_micros(committed_at)?,
-                        json: String::from_utf8(json.to_vec()).map_err(|_| {
-                            StoreError::Corrupt(format!("activity {sequence} is not UTF-8"))
-                        })?,
+                        committed_at: from_micros(row.committed_at)?,
+                        json: text(row.body)?,
+                        v1: StoredV1Event::from_columns(v1_type, row.v1.map(text).transpose()?),
                     });
                     Ok(())
                 },
@@ -1735,16 +1748,23 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut count = 0;
             let mut last_sequence = None;
-            let total = scan_page(conn, subscription_id, after, limit, |sequence, _, json| {
-                if count > 0 {
-                    out.push(b',');
-                }
-                // Stored bodies are JSON written by `EncodedActivity`: copied as they are.
-                out.extend_from_slice(json);
-                count += 1;
-                last_sequence = Some(sequence);
-                Ok(())
-            })?;
+            let total = scan_page(
+                conn,
+                subscription_id,
+                after,
+                limit,
+                PageColumns::Body,
+                |row| {
+                    if count > 0 {
+                        out.push(b',');
+                    }
+                    // Stored bodies are JSON written by `EncodedActivity`: copied as they are.
+                    out.extend_from_slice(row.body);
+                    count += 1;
+                    last_sequence = Some(row.sequence);
+                    Ok(())
+                },
+            )?;
             Ok(JsonPage {
                 out,
                 count,
@@ -2334,12 +2354,30 @@ fn finish_notification_tx(
 /// Visits up to `limit` activities after `after` in sequence order, with the bytes of their
 /// JSON borrowed from SQLite (no copy), and returns the retained total; both come from one
 /// read transaction, so they agree.
+/// Which columns [`scan_page`] reads besides the sequence, commit time and v2 body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PageColumns {
+    Body,
+    /// Also the v1 event rendered at commit.
+    WithV1,
+}
+
+/// One row of a page, borrowed from the statement.
+struct PageRow<'a> {
+    sequence: u64,
+    committed_at: i64,
+    body: &'a [u8],
+    v1_type: Option<&'a [u8]>,
+    v1: Option<&'a [u8]>,
+}
+
 fn scan_page(
     conn: &Connection,
     subscription_id: SubscriptionId,
     after: u64,
     limit: usize,
-    mut visit: impl FnMut(u64, i64, &[u8]) -> StoreResult<()>,
+    columns: PageColumns,
+    mut visit: impl FnMut(PageRow<'_>) -> StoreResult<()>,
 ) -> StoreResult<u64> {
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -2353,19 +2391,33 @@ fn scan_page(
         .optional()?
         .ok_or(StoreError::NotFound("subscription"))?;
         {
-            let mut stmt = tx.prepare_cached(
-                "SELECT sequence, committed_at, body FROM activity \
-             WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
-            )?;
+            let mut stmt = tx.prepare_cached(match columns {
+                PageColumns::Body => {
+                    "SELECT sequence, committed_at, body FROM activity \
+                     WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3"
+                }
+                PageColumns::WithV1 => {
+                    "SELECT sequence, committed_at, body, v1_type, v1 FROM activity \
+                     WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3"
+                }
+            })?;
             let mut rows = stmt.query(params![subscription_id, after, limit])?;
+            let corrupt = |e: rusqlite::types::FromSqlError| StoreError::Corrupt(e.to_string());
             while let Some(row) = rows.next()? {
-                let sequence = row.get::<_, i64>(0)?.unsigned_abs();
-                let committed_at: i64 = row.get(1)?;
-                let json = row
-                    .get_ref(2)?
-                    .as_bytes()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                visit(sequence, committed_at, json)?;
+                let (v1_type, v1) = match columns {
+                    PageColumns::Body => (None, None),
+                    PageColumns::WithV1 => (
+                        row.get_ref(3)?.as_bytes_or_null().map_err(corrupt)?,
+                        row.get_ref(4)?.as_bytes_or_null().map_err(corrupt)?,
+                    ),
+                };
+                visit(PageRow {
+                    sequence: row.get::<_, i64>(0)?.unsigned_abs(),
+                    committed_at: row.get(1)?,
+                    body: row.get_ref(2)?.as_bytes().map_err(corrupt)?,
+                    v1_type,
+                    v1,
+                })?;
             }
         }
         Ok(total.unsigned_abs())
