@@ -184,10 +184,72 @@ pub struct EncodedActivity {
     pub timestamp_micros: Option<i64>,
     /// The v2 activity object as JSON.
     pub json: String,
-    /// The activity's v1 event: its type and JSON ([`V1Event`]'s serialization), `None` when
-    /// v1 has no form for it. Rendered here, once, so that what serves the v1 form (broker
-    /// messages) need not parse `json` again; a store may keep it or not.
-    pub v1: Option<(V1EventType, String)>,
+    /// The activity's v1 event, `None` when v1 has no form for it. Rendered here, once, so
+    /// that what serves the v1 form (broker messages) need not parse `json` again; a store
+    /// may keep it or not.
+    pub v1: Option<RenderedV1>,
+}
+
+/// An activity's v1 event ([`V1Event`]'s serialization) as rendered at commit. Its `metadata`
+/// is the activity's target, most of its size and already in the v2 text, so it is kept as
+/// where it lies there rather than a second time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedV1 {
+    /// The v1 type.
+    pub kind: V1EventType,
+    /// The event's JSON; when `target` is set, only up to its `"metadata":`.
+    pub json: String,
+    /// Where the target's JSON lies in the v2 text: the event is `json`, that text and `}`.
+    pub target: Option<std::ops::Range<usize>>,
+}
+
+impl RenderedV1 {
+    /// Renders `activity`'s v1 event, its v2 text being `body`; `None` when v1 has no form.
+    fn of(activity: &Activity, body: &str) -> StoreResult<Option<Self>> {
+        let Some(mut event) = V1Event::without_metadata(activity) else {
+            return Ok(None);
+        };
+        const KEY: &str = ",\"target\":";
+        // The first `,"target":` is the key itself: only plain values come before it, and no
+        // JSON string holds an unescaped quote. The text found there is checked anyway.
+        let target = activity.target.as_ref().and_then(|target| {
+            let text = serde_json::to_string(target).ok()?;
+            let at = body.find(KEY)? + KEY.len();
+            body[at..].starts_with(&text).then(|| at..at + text.len())
+        });
+        if target.is_none() {
+            event.metadata = activity.target.clone();
+        }
+        let mut json = serde_json::to_string(&event)
+            .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?;
+        if target.is_some() {
+            // `..,"metadata":null}` becomes `..,"metadata":`.
+            json.truncate(json.len() - "null}".len());
+        }
+        Ok(Some(RenderedV1 {
+            kind: event.kind,
+            json,
+            target,
+        }))
+    }
+
+    /// Appends the whole event to `out`, the activity's v2 text being `body`; `false` (and
+    /// `out` as it was) when the target is not where it was recorded.
+    pub fn write(&self, body: &str, out: &mut Vec<u8>) -> bool {
+        let target = match &self.target {
+            Some(range) => match body.get(range.clone()) {
+                Some(text) => Some(text),
+                None => return false,
+            },
+            None => None,
+        };
+        out.extend_from_slice(self.json.as_bytes());
+        if let Some(text) = target {
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'}');
+        }
+        true
+    }
 }
 
 impl EncodedActivity {
@@ -199,14 +261,7 @@ impl EncodedActivity {
     pub fn encode(activity: &Activity) -> StoreResult<Self> {
         let json = serde_json::to_string(activity)
             .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?;
-        let v1 = match V1Event::from_activity(activity) {
-            Some(event) => Some((
-                event.kind,
-                serde_json::to_string(&event)
-                    .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?,
-            )),
-            None => None,
-        };
+        let v1 = RenderedV1::of(activity, &json)?;
         Ok(EncodedActivity {
             id: activity.id.clone(),
             timestamp_micros: activity.timestamp.map(|t| t.timestamp_micros()),
@@ -289,26 +344,35 @@ pub enum StoredV1Event {
     Unrendered,
     /// v1 has no form for this activity.
     NoForm,
-    /// The v1 event's type and JSON.
-    Rendered {
-        /// The v1 type.
-        kind: V1EventType,
-        /// The event as JSON.
-        json: String,
-    },
+    /// The v1 event.
+    Rendered(RenderedV1),
 }
 
 impl StoredV1Event {
-    /// What a store kept in its `v1_type` and `v1` columns (see SQLite migration 9): `v1`
-    /// NULL is a row from before; the JSON `null` is an activity with no v1 form. A type the
-    /// store does not know is treated as not kept, so the event is rendered afresh.
-    pub fn from_columns(v1_type: Option<&str>, v1: Option<String>) -> Self {
+    /// What a store kept in its `v1_type`, `v1`, `v1_target_at` and `v1_target_len` columns
+    /// (see SQLite migration 9): `v1` NULL is a row from before; the JSON `null` is an
+    /// activity with no v1 form. A type the store does not know, or a target span that is not
+    /// one, is treated as not kept, so the event is rendered afresh.
+    pub fn from_columns(
+        v1_type: Option<&str>,
+        v1: Option<String>,
+        target_at: Option<i64>,
+        target_len: Option<i64>,
+    ) -> Self {
+        let target = match (target_at, target_len) {
+            (None, None) => None,
+            (Some(at), Some(len)) => match (usize::try_from(at), usize::try_from(len)) {
+                (Ok(at), Ok(len)) => Some(at..at.saturating_add(len)),
+                _ => return StoredV1Event::Unrendered,
+            },
+            _ => return StoredV1Event::Unrendered,
+        };
         match (v1_type, v1) {
             (_, None) => StoredV1Event::Unrendered,
-            (None, Some(json)) if json == "null" => StoredV1Event::NoForm,
+            (None, Some(json)) if json == "null" && target.is_none() => StoredV1Event::NoForm,
             (None, Some(_)) => StoredV1Event::Unrendered,
             (Some(name), Some(json)) => match V1EventType::from_name(name) {
-                Some(kind) => StoredV1Event::Rendered { kind, json },
+                Some(kind) => StoredV1Event::Rendered(RenderedV1 { kind, json, target }),
                 None => StoredV1Event::Unrendered,
             },
         }

@@ -308,7 +308,12 @@ const NOT_COPIED: &[&str] = &["schema_migrations"];
 /// SQLite columns (table, column) the PostgreSQL store does not keep, so they are not copied:
 /// each activity's v1 event as rendered at commit, which PostgreSQL's readers render from the
 /// v2 body instead.
-const SQLITE_ONLY: &[(&str, &str)] = &[("activity", "v1_type"), ("activity", "v1")];
+const SQLITE_ONLY: &[(&str, &str)] = &[
+    ("activity", "v1_type"),
+    ("activity", "v1"),
+    ("activity", "v1_target_at"),
+    ("activity", "v1_target_len"),
+];
 
 /// Where a copy is: reported when a table starts, after every batch, and when it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

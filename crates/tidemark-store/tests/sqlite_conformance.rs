@@ -275,12 +275,19 @@ async fn test_the_v1_event_is_rendered_at_commit_and_read_back() {
         .await
         .expect("read");
     let event = V1Event::from_activity(&added).expect("an add has a v1 form");
+    let StoredV1Event::Rendered(rendered) = &page[0].v1 else {
+        panic!("not rendered: {:?}", page[0].v1);
+    };
+    assert_eq!(rendered.kind, event.kind);
+    assert!(
+        rendered.target.is_some(),
+        "the target is kept once, in the v2 text"
+    );
+    let mut whole = Vec::new();
+    assert!(rendered.write(&page[0].json, &mut whole));
     assert_eq!(
-        page[0].v1,
-        StoredV1Event::Rendered {
-            kind: event.kind,
-            json: serde_json::to_string(&event).expect("serializes"),
-        }
+        String::from_utf8(whole).expect("utf-8"),
+        serde_json::to_string(&event).expect("serializes")
     );
     assert_eq!(page[1].v1, StoredV1Event::NoForm);
 
@@ -298,7 +305,15 @@ async fn test_the_v1_event_is_rendered_at_commit_and_read_back() {
     assert_eq!(page[0].v1, StoredV1Event::Unrendered);
     // A type this version does not know is rendered afresh too, not trusted.
     assert_eq!(
-        StoredV1Event::from_columns(Some("teleport"), Some("{}".into())),
+        StoredV1Event::from_columns(Some("teleport"), Some("{}".into()), None, None),
+        StoredV1Event::Unrendered
+    );
+    assert_eq!(
+        StoredV1Event::from_columns(Some("add"), Some("{}".into()), Some(-1), Some(3)),
+        StoredV1Event::Unrendered
+    );
+    assert_eq!(
+        StoredV1Event::from_columns(Some("add"), Some("{}".into()), Some(1), None),
         StoredV1Event::Unrendered
     );
 }

@@ -324,8 +324,8 @@ impl MessageBuilder {
         // Without a filter, the v1 event rendered at commit is all that is needed.
         if self.filter.is_none() {
             match &stored.v1 {
-                StoredV1Event::Rendered { kind, json } => {
-                    if let Some(found) = rendered_account(json) {
+                StoredV1Event::Rendered(event) => {
+                    if let Some(found) = rendered_account(&event.json) {
                         if found != account {
                             return Err(MessageError::WrongAccount {
                                 sequence: stored.sequence,
@@ -333,15 +333,14 @@ impl MessageBuilder {
                                 found,
                             });
                         }
-                        if want_v1 {
-                            scratch.extend_from_slice(json.as_bytes());
+                        if !want_v1 || event.write(&stored.json, scratch) {
+                            return Ok(Some(Item {
+                                sequence: stored.sequence,
+                                v1_activity_type: Some(event.kind),
+                                v1_len: scratch.len(),
+                                v2,
+                            }));
                         }
-                        return Ok(Some(Item {
-                            sequence: stored.sequence,
-                            v1_activity_type: Some(*kind),
-                            v1_len: scratch.len(),
-                            v2,
-                        }));
                     }
                 }
                 StoredV1Event::NoForm if self.payload == PayloadFormat::V1 => return Ok(None),
@@ -788,8 +787,9 @@ mod tests {
         let activity = stored.activity().expect("activity");
         let encoded = tidemark_store::EncodedActivity::encode(&activity).expect("encodes");
         StoredActivity {
+            json: encoded.json,
             v1: match encoded.v1 {
-                Some((kind, json)) => StoredV1Event::Rendered { kind, json },
+                Some(event) => StoredV1Event::Rendered(event),
                 None => StoredV1Event::NoForm,
             },
             ..stored.clone()
@@ -798,21 +798,28 @@ mod tests {
 
     #[test]
     fn test_the_v1_event_rendered_at_commit_gives_the_same_messages() {
-        let activities = [
+        // Both from the text a commit stores, one with the v1 event it rendered.
+        let rendered_ones: Vec<_> = [
             stored(1, 1, "add", "unknown"),
             stored(2, 1, "access", "preview"),
             stored(3, 1, "update", "rename"),
             stored(4, 1, "update", "rename"),
             stored(5, 1, "delete", "unknown"),
-        ];
-        let rendered_ones: Vec<_> = activities.iter().map(rendered).collect();
+        ]
+        .iter()
+        .map(rendered)
+        .collect();
+        let activities: Vec<_> = rendered_ones
+            .iter()
+            .map(|stored| StoredActivity {
+                v1: StoredV1Event::Unrendered,
+                ..stored.clone()
+            })
+            .collect();
         assert!(matches!(rendered_ones[1].v1, StoredV1Event::NoForm));
         assert!(matches!(
-            rendered_ones[0].v1,
-            StoredV1Event::Rendered {
-                kind: V1EventType::Add,
-                ..
-            }
+            &rendered_ones[0].v1,
+            StoredV1Event::Rendered(event) if event.kind == V1EventType::Add && event.target.is_some()
         ));
         for payload in [PayloadFormat::V1, PayloadFormat::V2, PayloadFormat::Both] {
             let builder = builder(payload, 10);
@@ -822,8 +829,10 @@ mod tests {
             assert_eq!(from_rendered, from_text, "{payload:?}");
         }
         // A rendered event of another account is refused as the text's would be.
-        let mut foreign = rendered(&stored(1, 2, "add", "unknown"));
-        foreign.json = stored(1, 1, "add", "unknown").json;
+        let mut foreign = rendered_ones[0].clone();
+        if let StoredV1Event::Rendered(event) = &mut foreign.v1 {
+            event.json = event.json.replace("\"account\":1,", "\"account\":2,");
+        }
         assert_eq!(
             builder(PayloadFormat::Both, 10).build(1, 7, &[foreign]),
             Err(MessageError::WrongAccount {
@@ -833,14 +842,22 @@ mod tests {
             })
         );
         // One of a shape the builder does not expect is rendered afresh from the text.
-        let mut odd = stored(1, 1, "add", "unknown");
-        odd.v1 = StoredV1Event::Rendered {
+        let plain = builder(PayloadFormat::Both, 10).build(1, 7, &activities[..1]);
+        let mut odd = activities[0].clone();
+        odd.v1 = StoredV1Event::Rendered(tidemark_store::RenderedV1 {
             kind: V1EventType::Delete,
             json: "{\"account\":1}".into(),
-        };
+            target: None,
+        });
+        assert_eq!(builder(PayloadFormat::Both, 10).build(1, 7, &[odd]), plain);
+        // A target span that is not in the text is not trusted either.
+        let mut astray = rendered_ones[0].clone();
+        if let StoredV1Event::Rendered(event) = &mut astray.v1 {
+            event.target = Some(10_000..10_100);
+        }
         assert_eq!(
-            builder(PayloadFormat::Both, 10).build(1, 7, &[odd]),
-            builder(PayloadFormat::Both, 10).build(1, 7, &[stored(1, 1, "add", "unknown")])
+            builder(PayloadFormat::Both, 10).build(1, 7, &[astray]),
+            plain
         );
         assert_eq!(
             rendered_account("{\"id\":\"a\\\",\\\"account\\\":9\",\"account\":3,\"action\":\"+\"}"),

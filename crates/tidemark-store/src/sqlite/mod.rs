@@ -365,13 +365,25 @@ fn commit_tx(tx: &Connection, batch: CommitBatch) -> StoreResult<CommitOutcome> 
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO activity (subscription_id, sequence, activity_id, occurred_at, \
-                 committed_at, body, v1_type, v1) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 committed_at, body, v1_type, v1, v1_target_at, v1_target_len) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                  ON CONFLICT (subscription_id, activity_id) DO NOTHING",
         )?;
         for row in &rows {
-            let (v1_type, v1) = match &row.v1 {
-                Some((kind, json)) => (Some(kind.as_str()), json.as_str()),
-                None => (None, "null"),
+            let (v1_type, v1, target) = match &row.v1 {
+                Some(event) => (
+                    Some(event.kind.as_str()),
+                    event.json.as_str(),
+                    event.target.clone(),
+                ),
+                None => (None, "null", None),
+            };
+            let (target_at, target_len) = match target {
+                Some(range) => (
+                    i64::try_from(range.start).ok(),
+                    i64::try_from(range.len()).ok(),
+                ),
+                None => (None, None),
             };
             let inserted = insert.execute(params![
                 subscription_id,
@@ -381,7 +393,9 @@ fn commit_tx(tx: &Connection, batch: CommitBatch) -> StoreResult<CommitOutcome> 
                 committed_at,
                 row.json,
                 v1_type,
-                v1
+                v1,
+                target_at,
+                target_len
             ])?;
             if inserted == 1 {
                 last_sequence += 1;
@@ -1524,7 +1538,12 @@ impl Store for SqliteStore {
                         sequence,
                         committed_at: from_micros(row.committed_at)?,
                         json: text(row.body)?,
-                        v1: StoredV1Event::from_columns(v1_type, row.v1.map(text).transpose()?),
+                        v1: StoredV1Event::from_columns(
+                            v1_type,
+                            row.v1.map(text).transpose()?,
+                            row.v1_target_at,
+                            row.v1_target_len,
+                        ),
                     });
                     Ok(())
                 },
@@ -2369,6 +2388,8 @@ struct PageRow<'a> {
     body: &'a [u8],
     v1_type: Option<&'a [u8]>,
     v1: Option<&'a [u8]>,
+    v1_target_at: Option<i64>,
+    v1_target_len: Option<i64>,
 }
 
 fn scan_page(
@@ -2397,18 +2418,21 @@ fn scan_page(
                      WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3"
                 }
                 PageColumns::WithV1 => {
-                    "SELECT sequence, committed_at, body, v1_type, v1 FROM activity \
+                    "SELECT sequence, committed_at, body, v1_type, v1, v1_target_at, \
+                     v1_target_len FROM activity \
                      WHERE subscription_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3"
                 }
             })?;
             let mut rows = stmt.query(params![subscription_id, after, limit])?;
             let corrupt = |e: rusqlite::types::FromSqlError| StoreError::Corrupt(e.to_string());
             while let Some(row) = rows.next()? {
-                let (v1_type, v1) = match columns {
-                    PageColumns::Body => (None, None),
+                let (v1_type, v1, v1_target_at, v1_target_len) = match columns {
+                    PageColumns::Body => (None, None, None, None),
                     PageColumns::WithV1 => (
                         row.get_ref(3)?.as_bytes_or_null().map_err(corrupt)?,
                         row.get_ref(4)?.as_bytes_or_null().map_err(corrupt)?,
+                        row.get(5)?,
+                        row.get(6)?,
                     ),
                 };
                 visit(PageRow {
@@ -2417,6 +2441,8 @@ fn scan_page(
                     body: row.get_ref(2)?.as_bytes().map_err(corrupt)?,
                     v1_type,
                     v1,
+                    v1_target_at,
+                    v1_target_len,
                 })?;
             }
         }
