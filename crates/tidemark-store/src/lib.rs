@@ -5,7 +5,10 @@
 //! subscription. It does not poll, render HTTP or talk to upstreams.
 //!
 //! # Implementations
-//! - [`SqliteStore`]: embedded SQLite in WAL mode, the default.
+//! - [`SqliteStore`]: embedded SQLite in WAL mode, the default. One writer thread commits;
+//!   another copies the log into the database file (checkpoints), so a checkpoint's syncs never
+//!   hold up a commit. It also keeps each activity's v1 event as rendered at commit
+//!   ([`StoredV1Event`]).
 //! - [`PostgresStore`]: PostgreSQL, shared by several Tidemark nodes (row locks for sequence
 //!   numbers, `SKIP LOCKED` leases and claims).
 //!
@@ -217,15 +220,26 @@ impl RenderedV1 {
             let at = body.find(KEY)? + KEY.len();
             body[at..].starts_with(&text).then(|| at..at + text.len())
         });
-        if target.is_none() {
-            event.metadata = activity.target.clone();
-        }
-        let mut json = serde_json::to_string(&event)
-            .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))?;
-        if target.is_some() {
-            // `..,"metadata":null}` becomes `..,"metadata":`.
-            json.truncate(json.len() - "null}".len());
-        }
+        let render = |event: &V1Event| {
+            serde_json::to_string(event)
+                .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))
+        };
+        let mut json = render(&event)?;
+        const OPEN_END: &str = ",\"metadata\":null}";
+        let target = match target {
+            // `..,"metadata":null}` becomes `..,"metadata":` (the target goes after it).
+            Some(span) if json.ends_with(OPEN_END) => {
+                json.truncate(json.len() - "null}".len());
+                Some(span)
+            }
+            _ => {
+                if activity.target.is_some() {
+                    event.metadata = activity.target.clone();
+                    json = render(&event)?;
+                }
+                None
+            }
+        };
         Ok(Some(RenderedV1 {
             kind: event.kind,
             json,
@@ -1238,4 +1252,52 @@ pub trait Store: Send + Sync + 'static {
     async fn request_poll(&self, subscription_id: SubscriptionId) -> StoreResult<()>;
     /// The subscription's scheduling state.
     async fn poll_state(&self, subscription_id: SubscriptionId) -> StoreResult<PollState>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_model::{EventCategory, EventSubtype, EventType};
+
+    /// The rendered event, written whole, is what serializing [`V1Event`] gives: with the
+    /// target kept as a span of the v2 text, and without a target at all.
+    #[test]
+    fn test_the_rendered_v1_event_is_the_v1_event() {
+        let mut with_target = Activity::new(
+            "a\",\"target\":{}",
+            7,
+            EventCategory::Storage,
+            EventType::Update,
+            EventSubtype::Rename,
+        );
+        with_target.target = Some(serde_json::json!({"id": "f", "name": "ré,\"target\":x"}));
+        let without_target = Activity::new(
+            "b",
+            7,
+            EventCategory::Storage,
+            EventType::Add,
+            EventSubtype::Unknown,
+        );
+        for (activity, spanned) in [(with_target, true), (without_target, false)] {
+            let encoded = EncodedActivity::encode(&activity).expect("encodes");
+            let rendered = encoded.v1.expect("has a v1 form");
+            assert_eq!(rendered.target.is_some(), spanned);
+            let mut whole = Vec::new();
+            assert!(rendered.write(&encoded.json, &mut whole));
+            let expected = V1Event::from_activity(&activity).expect("v1");
+            assert_eq!(whole, serde_json::to_vec(&expected).expect("serializes"));
+            assert_eq!(rendered.kind, expected.kind);
+        }
+        let read = Activity::new(
+            "r",
+            7,
+            EventCategory::Storage,
+            EventType::Access,
+            EventSubtype::Preview,
+        );
+        assert!(EncodedActivity::encode(&read)
+            .expect("encodes")
+            .v1
+            .is_none());
+    }
 }

@@ -1097,7 +1097,8 @@ async fn test_a_large_copy_streams_in_bounded_memory() {
                 id: format!("a-{n}"),
                 timestamp_micros: Some(1_700_000_000_000_000 + n as i64 * 1000),
                 json: template.json.replace("template", &format!("a-{n}")),
-                v1: template.v1.clone(),
+                // The template's v1 event would not fit the renamed text: none kept.
+                v1: None,
             })
             .collect();
         sqlite
