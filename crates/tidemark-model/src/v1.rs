@@ -103,19 +103,20 @@ impl V1EventType {
         }
     }
 
+    /// Every v1 type.
+    pub const ALL: [V1EventType; 7] = [
+        V1EventType::Add,
+        V1EventType::Delete,
+        V1EventType::Update,
+        V1EventType::Rename,
+        V1EventType::Move,
+        V1EventType::Copy,
+        V1EventType::Restore,
+    ];
+
     /// The type named `name` on the wire ([`V1EventType::as_str`]), if it is one.
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            V1EventType::Add,
-            V1EventType::Delete,
-            V1EventType::Update,
-            V1EventType::Rename,
-            V1EventType::Move,
-            V1EventType::Copy,
-            V1EventType::Restore,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == name)
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
     /// The v1 type of a v2 activity, or `None` when v1 has no form for it (see module doc).
@@ -382,15 +383,7 @@ mod tests {
 
     #[test]
     fn test_v1_type_names_are_their_wire_names() {
-        for kind in [
-            V1EventType::Add,
-            V1EventType::Delete,
-            V1EventType::Update,
-            V1EventType::Rename,
-            V1EventType::Move,
-            V1EventType::Copy,
-            V1EventType::Restore,
-        ] {
+        for kind in V1EventType::ALL {
             let wire = serde_json::to_value(kind).expect("serializes");
             assert_eq!(wire, kind.as_str());
             assert_eq!(V1EventType::from_name(kind.as_str()), Some(kind));

@@ -96,22 +96,9 @@ impl Message {
             (HEADER_SUBSCRIPTION_ID, self.subscription.to_string()),
         ];
         if let Some(kind) = self.v1_activity_type {
-            headers.push((HEADER_V1_ACTIVITY_TYPE, v1_type_name(kind).to_owned()));
+            headers.push((HEADER_V1_ACTIVITY_TYPE, kind.as_str().to_owned()));
         }
         headers
-    }
-}
-
-/// The v1 `type` string.
-pub(crate) fn v1_type_name(kind: V1EventType) -> &'static str {
-    match kind {
-        V1EventType::Add => "add",
-        V1EventType::Delete => "delete",
-        V1EventType::Update => "update",
-        V1EventType::Rename => "rename",
-        V1EventType::Move => "move",
-        V1EventType::Copy => "copy",
-        V1EventType::Restore => "restore",
     }
 }
 
@@ -652,7 +639,7 @@ mod tests {
             .map(|m| {
                 (
                     m.message_id(),
-                    m.v1_activity_type.map(v1_type_name),
+                    m.v1_activity_type.map(V1EventType::as_str),
                     m.activity_count,
                     m.through_sequence,
                 )
