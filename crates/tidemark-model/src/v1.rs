@@ -27,6 +27,7 @@ use crate::activity::{Activity, EventSubtype, EventType};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// v1 `type`: the seven kinds of change v1 knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -170,19 +171,35 @@ impl V1Event {
         Some(event)
     }
 
-    /// [`V1Event::from_activity`] with `metadata` left `None` (for a caller that has the target
-    /// already serialized).
-    pub fn without_metadata(activity: &Activity) -> Option<V1Event> {
+    /// [`V1Event::from_activity`] with `metadata` left `None`.
+    fn without_metadata(activity: &Activity) -> Option<V1Event> {
         let kind = V1EventType::of(activity.event_type, activity.event_subtype)?;
-        let text_field = |object: &Option<Value>, field: &str| -> Option<String> {
-            match object.as_ref()?.get(field)? {
-                Value::String(text) => Some(text.clone()),
-                Value::Number(number) => Some(number.to_string()),
-                _ => None,
-            }
-        };
         Some(V1Event {
             id: activity.id.clone(),
+            account: activity.account,
+            action: kind.action(),
+            ip: text_field(&activity.session, "ip").map(Cow::into_owned),
+            modified: activity.timestamp,
+            kind,
+            user_id: text_field(&activity.actor, "id").map(Cow::into_owned),
+            metadata: None,
+        })
+    }
+
+    /// The serialization of `activity`'s v1 event up to and including its `"metadata":`, for
+    /// a caller that has the target's JSON already and appends it and `}` itself; `Ok(None)`
+    /// when v1 has no form. It borrows from `activity` rather than building a [`V1Event`].
+    ///
+    /// # Errors
+    /// If serializing fails (it cannot today: strings, numbers and a timestamp).
+    pub fn head_json(
+        activity: &Activity,
+    ) -> Result<Option<(V1EventType, String)>, serde_json::Error> {
+        let Some(kind) = V1EventType::of(activity.event_type, activity.event_subtype) else {
+            return Ok(None);
+        };
+        let wire = V1Wire {
+            id: &activity.id,
             account: activity.account,
             action: kind.action(),
             ip: text_field(&activity.session, "ip"),
@@ -190,7 +207,17 @@ impl V1Event {
             kind,
             user_id: text_field(&activity.actor, "id"),
             metadata: None,
-        })
+        };
+        let mut json = serde_json::to_string(&wire)?;
+        // With no metadata the event ends `"metadata":null}` (its last field); the head stops
+        // before that `null`.
+        if !json.ends_with(",\"metadata\":null}") {
+            return Err(serde::ser::Error::custom(
+                "the v1 event does not end with its metadata",
+            ));
+        }
+        json.truncate(json.len() - "null}".len());
+        Ok(Some((kind, json)))
     }
 }
 
@@ -243,21 +270,26 @@ struct V1Wire<'a> {
     id: &'a str,
     account: i64,
     action: V1Action,
-    ip: Option<String>,
+    ip: Option<Cow<'a, str>>,
     #[serde(with = "crate::time::iso_opt")]
     modified: Option<DateTime<Utc>>,
     #[serde(rename = "type")]
     kind: V1EventType,
-    user_id: Option<String>,
+    user_id: Option<Cow<'a, str>>,
     metadata: Option<&'a serde_json::value::RawValue>,
+}
+
+/// `object`'s `field` as text, if it is a string or number.
+fn text_field<'a>(object: &'a Option<Value>, field: &str) -> Option<Cow<'a, str>> {
+    text_of(object.as_ref()?.get(field))
 }
 
 /// A string or number field as text (what [`V1Event::from_activity`] takes from `session.ip`
 /// and `actor.id`).
-fn text_of(value: Option<&Value>) -> Option<String> {
+fn text_of(value: Option<&Value>) -> Option<Cow<'_, str>> {
     match value? {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
+        Value::String(text) => Some(Cow::Borrowed(text)),
+        Value::Number(number) => Some(Cow::Owned(number.to_string())),
         _ => None,
     }
 }

@@ -209,42 +209,27 @@ pub struct RenderedV1 {
 impl RenderedV1 {
     /// Renders `activity`'s v1 event, its v2 text being `body`; `None` when v1 has no form.
     fn of(activity: &Activity, body: &str) -> StoreResult<Option<Self>> {
-        let Some(mut event) = V1Event::without_metadata(activity) else {
+        let corrupt =
+            |e: serde_json::Error| StoreError::Corrupt(format!("activity {}: {e}", activity.id));
+        let Some((kind, mut json)) = V1Event::head_json(activity).map_err(corrupt)? else {
             return Ok(None);
         };
-        const KEY: &str = ",\"target\":";
-        // The first `,"target":` is the key itself: only plain values come before it, and no
-        // JSON string holds an unescaped quote. The text found there is checked anyway.
-        let target = activity.target.as_ref().and_then(|target| {
-            let text = serde_json::to_string(target).ok()?;
-            let at = body.find(KEY)? + KEY.len();
-            body[at..].starts_with(&text).then(|| at..at + text.len())
-        });
-        let render = |event: &V1Event| {
-            serde_json::to_string(event)
-                .map_err(|e| StoreError::Corrupt(format!("activity {}: {e}", activity.id)))
-        };
-        let mut json = render(&event)?;
-        const OPEN_END: &str = ",\"metadata\":null}";
-        let target = match target {
-            // `..,"metadata":null}` becomes `..,"metadata":` (the target goes after it).
-            Some(span) if json.ends_with(OPEN_END) => {
-                json.truncate(json.len() - "null}".len());
-                Some(span)
-            }
-            _ => {
-                if activity.target.is_some() {
-                    event.metadata = activity.target.clone();
-                    json = render(&event)?;
-                }
+        let target = match &activity.target {
+            None => {
+                json.push_str("null}");
                 None
             }
+            Some(target) => match target_span(body) {
+                Some(span) => Some(span),
+                None => {
+                    // Not where the v2 serialization puts it: kept a second time.
+                    json.push_str(&serde_json::to_string(target).map_err(corrupt)?);
+                    json.push('}');
+                    None
+                }
+            },
         };
-        Ok(Some(RenderedV1 {
-            kind: event.kind,
-            json,
-            target,
-        }))
+        Ok(Some(RenderedV1 { kind, json, target }))
     }
 
     /// Appends the whole event to `out`, the activity's v2 text being `body`; `false` (and
@@ -264,6 +249,20 @@ impl RenderedV1 {
         }
         true
     }
+}
+
+/// Where the target's JSON lies in an activity's v2 serialization `body`.
+///
+/// The first `,"target":` in it is the key itself: only plain values (the id and names)
+/// come before that key, and no JSON string holds `,"` (a quote in one is escaped). The value
+/// there is scanned, not parsed into a tree, to find its end.
+fn target_span(body: &str) -> Option<std::ops::Range<usize>> {
+    const KEY: &str = ",\"target\":";
+    let at = body.find(KEY)? + KEY.len();
+    let mut values = serde_json::Deserializer::from_str(&body[at..]);
+    let value: &serde_json::value::RawValue = serde::Deserialize::deserialize(&mut values).ok()?;
+    let start = (value.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    Some(start..start + value.get().len())
 }
 
 impl EncodedActivity {
@@ -1270,7 +1269,16 @@ mod tests {
             EventType::Update,
             EventSubtype::Rename,
         );
-        with_target.target = Some(serde_json::json!({"id": "f", "name": "ré,\"target\":x"}));
+        with_target.target = Some(serde_json::json!({
+            "id": "f",
+            "name": "ré,\"target\":x",
+            "parent": {"target": {"id": "p"}},
+        }));
+        with_target.previous_target = Some(serde_json::json!({"target": "before"}));
+        with_target.raw = Some(serde_json::json!({",\"target\":": 1, "target": [1, 2]}));
+        with_target.session = Some(serde_json::json!({"ip": "10.0.0.1"}));
+        with_target.actor = Some(serde_json::json!({"id": 42}));
+        with_target.timestamp = chrono::DateTime::from_timestamp_micros(1_556_180_314_053_393);
         let without_target = Activity::new(
             "b",
             7,
