@@ -207,9 +207,23 @@ async fn test_group_commit_rolls_back_failing_writes_alone() {
     );
 }
 
+/// A database the store creates has 16 KiB pages (activity rows are large; see the store).
+#[tokio::test]
+async fn test_a_new_database_has_16_kib_pages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tidemark.db");
+    let store = SqliteStore::open(&path).expect("open");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let size: i64 = conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .expect("page size");
+    assert_eq!(size, 16_384);
+}
+
 /// Committed pages reach the database file without an explicit checkpoint and long before
-/// SQLite's automatic one would run (1,000 pages), copied by the store's checkpointer thread
-/// rather than by the connection that commits.
+/// the writer's automatic one would run (8,192 pages), copied by the store's checkpointer
+/// thread rather than by the connection that commits.
 #[tokio::test]
 async fn test_the_checkpointer_copies_commits_into_the_database_file() {
     use tidemark_store::testsuite::{sample_activity, setup};
@@ -232,7 +246,8 @@ async fn test_the_checkpointer_copies_commits_into_the_database_file() {
         .commit(CommitBatch::new(subscription.id, &activities).expect("encodes"))
         .await
         .expect("commit");
-    // About 60 pages were written to the log; the database file grows once they are copied.
+    // About 250 KB (some 20 pages) went to the log; the database file grows once they are
+    // copied.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let now = std::fs::metadata(&path).expect("db file").len();
