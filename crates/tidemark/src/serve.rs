@@ -198,7 +198,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     });
     let notifier = start_notifier(&store, &engine, webhook_config.clone(), stop_rx.clone())?;
-    let publisher = start_destination_worker(&store, &engine, destination_config, stop_rx.clone());
+    let publisher = start_destination_worker(&store, &engine, destination_config, stop_rx.clone())?;
     let mut http_stop = stop_rx;
     let state =
         tidemark_server::AppState::new(store, Some(metrics)).with_webhook_config(webhook_config);
@@ -253,13 +253,16 @@ impl RunningNotifier {
         self.waker.abort();
     }
 
-    /// Runs `run(shutdown)` in a task, calling `wake` on every commit of `engine`.
+    /// Runs the future `run(shutdown)` gives in a task, calling `wake` on every commit of
+    /// `engine`.
     fn start<F>(
         engine: &Arc<Engine>,
         wake: impl Fn() + Send + 'static,
-        run: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+        run: impl FnOnce(
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ) -> anyhow::Result<F>,
         mut stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Self
+    ) -> anyhow::Result<Self>
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -273,10 +276,18 @@ impl RunningNotifier {
                 wake();
             }
         });
-        let task = tokio::spawn(run(Box::pin(async move {
+        let run = run(Box::pin(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
-        })));
-        RunningNotifier { task, waker }
+        }));
+        let run = match run {
+            Ok(run) => run,
+            Err(error) => {
+                waker.abort();
+                return Err(error);
+            }
+        };
+        let task = tokio::spawn(run);
+        Ok(RunningNotifier { task, waker })
     }
 }
 
@@ -290,28 +301,35 @@ pub fn start_notifier(
     let notifier = tidemark_notify::webhooks::Notifier::new(Arc::clone(store), config)
         .context("starting the webhook notifier")?;
     let awake = Arc::clone(&notifier);
-    Ok(RunningNotifier::start(
+    RunningNotifier::start(
         engine,
         move || awake.wake(),
-        |shutdown| notifier.run(shutdown),
+        |shutdown| Ok(notifier.run(shutdown)),
         stop,
-    ))
+    )
 }
 
-/// Starts the broker destination worker for `store` with `config`, woken by `engine`'s
-/// commits.
+/// Starts the broker destination worker for `store` with `config` on a thread of its own
+/// (see `DestinationWorker::spawn`), woken by `engine`'s commits.
 pub fn start_destination_worker(
     store: &Arc<dyn tidemark_store::Store>,
     engine: &Arc<Engine>,
     config: tidemark_notify::brokers::WorkerConfig,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> RunningNotifier {
+) -> anyhow::Result<RunningNotifier> {
     let worker = tidemark_notify::brokers::DestinationWorker::new(Arc::clone(store), config);
     let awake = Arc::clone(&worker);
     RunningNotifier::start(
         engine,
         move || awake.wake(),
-        |shutdown| worker.run(shutdown),
+        |shutdown| {
+            let finished = worker
+                .spawn(shutdown)
+                .context("starting the broker destination worker's thread")?;
+            Ok(async move {
+                let _ = finished.await;
+            })
+        },
         stop,
     )
 }

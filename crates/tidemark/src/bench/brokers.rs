@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::{json, Value};
+use tidemark_notify::brokers::worker::run_on_own_thread;
 use tidemark_notify::brokers::{
     DestinationWorker, Message, MessageBuilder, PayloadFormat, WorkerConfig,
 };
@@ -40,7 +41,7 @@ fn cpu_since(before: Option<Duration>) -> Option<Duration> {
 }
 
 /// Options of `tidemark bench brokers`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct BrokersArgs {
     /// Subscriptions publishing at once.
     #[arg(long, default_value_t = 1000)]
@@ -529,25 +530,36 @@ async fn run_round(
     let message_count: u64 = work.iter().map(|m| m.len() as u64).sum();
     let activity_count = (args.subscriptions * args.activities) as f64;
 
-    // Baseline: the bare client, every subscription at once, each in order.
-    let bare = Arc::new(bare);
+    // Baseline: the bare client, every subscription at once, each in order, on a thread and
+    // runtime of its own as the worker runs (`run_on_own_thread`), connected there so that
+    // its connection's driver runs there too.
     let baseline_names = Arc::new(baseline_names);
-    let started = Instant::now();
-    let cpu_before = process_cpu();
-    let mut tasks = Vec::with_capacity(work.len());
-    for messages in work {
-        let bare = Arc::clone(&bare);
+    let (started, cpu_before) = {
         let names = Arc::clone(&baseline_names);
-        tasks.push(tokio::spawn(async move {
-            for message in &messages {
-                bare.publish(&names, message).await?;
+        let args = args.clone();
+        run_on_own_thread("bench-bare-client", move || async move {
+            let bare = Arc::new(Bare::connect(broker, &args).await?);
+            let started = Instant::now();
+            let cpu_before = process_cpu();
+            let mut tasks = Vec::with_capacity(work.len());
+            for messages in work {
+                let bare = Arc::clone(&bare);
+                let names = Arc::clone(&names);
+                tasks.push(tokio::spawn(async move {
+                    for message in &messages {
+                        bare.publish(&names, message).await?;
+                    }
+                    anyhow::Ok(())
+                }));
             }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+            for task in tasks {
+                task.await??;
+            }
+            anyhow::Ok((started, cpu_before))
+        })?
+        .await
+        .context("the bare client's thread ended")??
+    };
     let baseline_elapsed = started.elapsed();
     let baseline_cpu = cpu_since(cpu_before);
     anyhow::ensure!(
@@ -572,9 +584,10 @@ async fn run_round(
             },
         )
         .await?;
-    let running = tokio::spawn(Arc::clone(&worker).run(async move {
+    // As `tidemark serve` runs it: on a thread of its own.
+    let running = Arc::clone(&worker).spawn(async move {
         let _ = stopped.await;
-    }));
+    })?;
     let tidemark_elapsed = wait_for(
         &bare,
         &tidemark_names,
