@@ -351,8 +351,7 @@ pub struct StoredActivity {
 /// A stored activity's v1 event, as rendered at commit ([`EncodedActivity::v1`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum StoredV1Event {
-    /// Not kept (a row committed before the store kept it, or a store that does not): render
-    /// it from the v2 JSON.
+    /// Not kept (a row committed before the store kept it): render it from the v2 JSON.
     #[default]
     Unrendered,
     /// v1 has no form for this activity.
@@ -363,7 +362,7 @@ pub enum StoredV1Event {
 
 impl StoredV1Event {
     /// What a store kept in its `v1_type`, `v1`, `v1_target_at` and `v1_target_len` columns
-    /// (see SQLite migration 9): `v1` NULL is a row from before; the JSON `null` is an
+    /// (see SQLite migration 9, PostgreSQL migration 4): `v1` NULL is a row from before; the JSON `null` is an
     /// activity with no v1 form. A type the store does not know, or a target span that is not
     /// one, is treated as not kept, so the event is rendered afresh.
     pub fn from_columns(

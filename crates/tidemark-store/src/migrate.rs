@@ -167,6 +167,10 @@ const TABLES: &[Table] = &[
             "occurred_at",
             "committed_at",
             "body",
+            "v1_type",
+            "v1",
+            "v1_target_at",
+            "v1_target_len",
         ],
         cleared: &[],
         order_by: "subscription_id, sequence",
@@ -304,16 +308,6 @@ const TABLES: &[Table] = &[
 
 /// PostgreSQL tables that belong to the schema machinery, not to the store's data.
 const NOT_COPIED: &[&str] = &["schema_migrations"];
-
-/// SQLite columns (table, column) the PostgreSQL store does not keep, so they are not copied:
-/// each activity's v1 event as rendered at commit, which PostgreSQL's readers render from the
-/// v2 body instead.
-const SQLITE_ONLY: &[(&str, &str)] = &[
-    ("activity", "v1_type"),
-    ("activity", "v1"),
-    ("activity", "v1_target_at"),
-    ("activity", "v1_target_len"),
-];
 
 /// Where a copy is: reported when a table starts, after every batch, and when it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -750,11 +744,6 @@ fn check_source(conn: &Connection, path: &Path) -> StoreResult<()> {
              open it once with this build (e.g. `tidemark serve --db sqlite://{display}`) to \
              bring it up to date, then migrate"
         )));
-    }
-    for (table, column) in SQLITE_ONLY {
-        if let Some(columns) = found.get_mut(*table) {
-            columns.remove(*column);
-        }
     }
     compare_schema(&display.to_string(), &found)?;
     let key: Option<Vec<u8>> = conn

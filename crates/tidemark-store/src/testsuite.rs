@@ -55,6 +55,7 @@ macro_rules! store_test_suite {
             test_an_application_created_with_its_key_is_usable_at_once,
             test_destinations_publish_once_per_subscription_and_move_only_forward,
             test_destination_claim_advances_per_message_while_held,
+            test_the_v1_event_rendered_at_commit_is_read_back,
         );
     };
     (@tests $factory:ident; $($name:ident,)*) => {
@@ -226,6 +227,40 @@ pub async fn test_read_your_cursor_exactly_once_in_order<S: Store>(store: Arc<S>
             .as_deref(),
         Some("cp3")
     );
+}
+
+/// Each activity's v1 event, rendered at commit, is read back with it (broker messages copy
+/// it); an activity with no v1 form reads back as having none.
+pub async fn test_the_v1_event_rendered_at_commit_is_read_back<S: Store>(store: Arc<S>) {
+    let subscription = setup(&*store).await;
+    let added = sample_activity(subscription.account, "added");
+    let mut read = sample_activity(subscription.account, "read");
+    read.event_type = tidemark_model::EventType::Access;
+    read.event_subtype = tidemark_model::EventSubtype::Preview;
+    store
+        .commit(CommitBatch::new(subscription.id, &[added.clone(), read]).expect("encodes"))
+        .await
+        .expect("commit");
+    let page = store
+        .read_activity(subscription.id, 0, 10)
+        .await
+        .expect("read");
+    let event = tidemark_model::V1Event::from_activity(&added).expect("an add has a v1 form");
+    let crate::StoredV1Event::Rendered(rendered) = &page[0].v1 else {
+        panic!("not rendered: {:?}", page[0].v1);
+    };
+    assert_eq!(rendered.kind, event.kind);
+    assert!(
+        rendered.target.is_some(),
+        "the target is kept once, in the v2 text"
+    );
+    let mut whole = Vec::new();
+    assert!(rendered.write(&page[0].json, &mut whole));
+    assert_eq!(
+        String::from_utf8(whole).expect("utf-8"),
+        serde_json::to_string(&event).expect("serializes")
+    );
+    assert_eq!(page[1].v1, crate::StoredV1Event::NoForm);
 }
 
 /// Re-delivered activity (same id) never enters the stream twice and takes no sequence number.

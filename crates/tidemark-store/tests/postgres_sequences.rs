@@ -152,7 +152,8 @@ async fn test_a_global_sequence_would_let_readers_skip_and_the_check_catches_it(
             "CREATE SEQUENCE global_activity_sequence; \
              CREATE OR REPLACE FUNCTION tidemark_commit( \
                  p_subscription BIGINT, p_lease_token BIGINT, p_ids TEXT[], p_times BIGINT[], \
-                 p_bodies TEXT[], p_checkpoint TEXT, p_watermark BIGINT, p_now BIGINT, \
+                 p_bodies TEXT[], p_v1_types TEXT[], p_v1s TEXT[], p_v1_at BIGINT[], \
+                 p_v1_len BIGINT[], p_checkpoint TEXT, p_watermark BIGINT, p_now BIGINT, \
                  OUT appended BIGINT, OUT duplicates BIGINT, OUT last_sequence BIGINT) \
              LANGUAGE plpgsql AS $$ \
              BEGIN \

@@ -11,6 +11,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_destinations.sql"),
     include_str!("../../migrations/postgres/0003_destination_pending.sql"),
+    include_str!("../../migrations/postgres/0004_activity_v1.sql"),
 ];
 
 /// The advisory lock key that serializes migrations ("tidemark" in ASCII, as an i64).

@@ -597,14 +597,36 @@ async fn commit_in(c: &impl GenericClient, batch: CommitBatch) -> StoreResult<Co
     let mut ids = Vec::with_capacity(batch.activities.len());
     let mut times = Vec::with_capacity(batch.activities.len());
     let mut bodies = Vec::with_capacity(batch.activities.len());
+    let mut v1_types = Vec::with_capacity(batch.activities.len());
+    let mut v1s = Vec::with_capacity(batch.activities.len());
+    let mut v1_at = Vec::with_capacity(batch.activities.len());
+    let mut v1_len = Vec::with_capacity(batch.activities.len());
     for activity in &batch.activities {
         ids.push(activity.id.as_str());
         times.push(activity.timestamp_micros);
         bodies.push(activity.json.as_str());
+        // As the SQLite store keeps them (its migration 9): `null` when v1 has no form.
+        let (kind, json, target) = match &activity.v1 {
+            Some(event) => (
+                Some(event.kind.as_str()),
+                event.json.as_str(),
+                event.target.clone(),
+            ),
+            None => (None, "null", None),
+        };
+        v1_types.push(kind);
+        v1s.push(json);
+        v1_at.push(
+            target
+                .as_ref()
+                .and_then(|range| i64::try_from(range.start).ok()),
+        );
+        v1_len.push(target.and_then(|range| i64::try_from(range.len()).ok()));
     }
     let statement = c
         .prepare_cached(
-            "SELECT appended, duplicates, last_sequence FROM tidemark_commit($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT appended, duplicates, last_sequence \
+             FROM tidemark_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .await?;
     let result = c
@@ -616,6 +638,10 @@ async fn commit_in(c: &impl GenericClient, batch: CommitBatch) -> StoreResult<Co
                 &ids,
                 &times,
                 &bodies,
+                &v1_types,
+                &v1s,
+                &v1_at,
+                &v1_len,
                 &batch.checkpoint,
                 &batch.watermark.map(micros),
                 &micros(Utc::now()),
@@ -637,22 +663,34 @@ async fn commit_in(c: &impl GenericClient, batch: CommitBatch) -> StoreResult<Co
 }
 
 /// Reads one page and the retained total in one statement (one snapshot), visiting each row's
-/// sequence, commit time and JSON.
+/// sequence, commit time and JSON, and its v1 event as rendered at commit when `with_v1`
+/// (otherwise [`StoredV1Event::Unrendered`], and those columns are not read).
 async fn scan_page(
     c: &impl GenericClient,
     subscription_id: SubscriptionId,
     after: u64,
     limit: usize,
-    mut visit: impl FnMut(u64, i64, &str) -> StoreResult<()>,
+    with_v1: bool,
+    mut visit: impl FnMut(u64, i64, &str, StoredV1Event) -> StoreResult<()>,
 ) -> StoreResult<u64> {
     // No outer ORDER BY: it would sort the whole page (a megabyte of JSON) again, though the
     // one-row nested loop already yields it in index order. `in_order` makes sure instead.
-    let mut rows = query(
-        c,
+    let sql = if with_v1 {
+        "SELECT s.retained_count, a.sequence, a.committed_at, a.body, \
+         a.v1_type, a.v1, a.v1_target_at, a.v1_target_len FROM subscriptions s \
+         LEFT JOIN LATERAL (SELECT sequence, committed_at, body, v1_type, v1, v1_target_at, \
+           v1_target_len FROM activity \
+           WHERE subscription_id = s.id AND sequence > $2 ORDER BY sequence LIMIT $3) a ON TRUE \
+         WHERE s.id = $1"
+    } else {
         "SELECT s.retained_count, a.sequence, a.committed_at, a.body FROM subscriptions s \
          LEFT JOIN LATERAL (SELECT sequence, committed_at, body FROM activity \
            WHERE subscription_id = s.id AND sequence > $2 ORDER BY sequence LIMIT $3) a ON TRUE \
-         WHERE s.id = $1",
+         WHERE s.id = $1"
+    };
+    let mut rows = query(
+        c,
+        sql,
         &[
             &subscription_id,
             &to_i64(after),
@@ -668,7 +706,17 @@ async fn scan_page(
             break;
         };
         let committed_at: i64 = get(row, 2)?;
-        visit(sequence.unsigned_abs(), committed_at, get(row, 3)?)?;
+        let v1 = if with_v1 {
+            StoredV1Event::from_columns(
+                get::<Option<&str>>(row, 4)?,
+                get::<Option<String>>(row, 5)?,
+                get(row, 6)?,
+                get(row, 7)?,
+            )
+        } else {
+            StoredV1Event::Unrendered
+        };
+        visit(sequence.unsigned_abs(), committed_at, get(row, 3)?, v1)?;
     }
     Ok(total)
 }
@@ -1339,13 +1387,13 @@ impl Store for PostgresStore {
             subscription_id,
             after,
             limit,
-            |sequence, committed_at, json| {
+            true,
+            |sequence, committed_at, json, v1| {
                 activities.push(StoredActivity {
                     sequence,
                     committed_at: from_micros(committed_at)?,
                     json: json.to_owned(),
-                    // Not kept here yet: readers render it from the v2 text.
-                    v1: StoredV1Event::Unrendered,
+                    v1,
                 });
                 Ok(())
             },
@@ -1368,7 +1416,8 @@ impl Store for PostgresStore {
             subscription_id,
             after,
             limit,
-            |sequence, _, json| {
+            false,
+            |sequence, _, json, _| {
                 if count > 0 {
                     out.push(b',');
                 }
