@@ -283,6 +283,27 @@ impl EncodedActivity {
         })
     }
 
+    /// The v1 event as a store's `v1_type`, `v1`, `v1_target_at` and `v1_target_len` columns
+    /// keep it (SQLite migration 9, PostgreSQL migration 4): `v1` is the JSON `null` when v1
+    /// has no form; [`StoredV1Event::from_columns`] reads them back.
+    pub fn v1_columns(&self) -> V1Columns<'_> {
+        let Some(event) = &self.v1 else {
+            return V1Columns {
+                kind: None,
+                json: "null",
+                target_at: None,
+                target_len: None,
+            };
+        };
+        let target = event.target.as_ref();
+        V1Columns {
+            kind: Some(event.kind.as_str()),
+            json: &event.json,
+            target_at: target.and_then(|range| i64::try_from(range.start).ok()),
+            target_len: target.and_then(|range| i64::try_from(range.len()).ok()),
+        }
+    }
+
     /// Serializes a list of activities, keeping their order.
     ///
     /// # Errors
@@ -290,6 +311,19 @@ impl EncodedActivity {
     pub fn encode_all(activities: &[Activity]) -> StoreResult<Vec<Self>> {
         activities.iter().map(Self::encode).collect()
     }
+}
+
+/// An activity's v1 event as stored ([`EncodedActivity::v1_columns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V1Columns<'a> {
+    /// `v1_type`: the v1 type's name, `None` when v1 has no form.
+    pub kind: Option<&'static str>,
+    /// `v1`: the event's JSON (up to its `"metadata":` when the target is a span), or `null`.
+    pub json: &'a str,
+    /// `v1_target_at`: where the target starts in the v2 text, if it is kept as a span.
+    pub target_at: Option<i64>,
+    /// `v1_target_len`: its length.
+    pub target_len: Option<i64>,
 }
 
 /// One commit: activity from a poll, and the checkpoint after it.
@@ -1287,7 +1321,18 @@ mod tests {
         );
         for (activity, spanned) in [(with_target, true), (without_target, false)] {
             let encoded = EncodedActivity::encode(&activity).expect("encodes");
-            let rendered = encoded.v1.expect("has a v1 form");
+            let rendered = encoded.v1.clone().expect("has a v1 form");
+            let columns = encoded.v1_columns();
+            assert_eq!(
+                StoredV1Event::from_columns(
+                    columns.kind,
+                    Some(columns.json.to_owned()),
+                    columns.target_at,
+                    columns.target_len
+                ),
+                StoredV1Event::Rendered(rendered.clone()),
+                "the columns read back as the event"
+            );
             assert_eq!(rendered.target.is_some(), spanned);
             let mut whole = Vec::new();
             assert!(rendered.write(&encoded.json, &mut whole));
@@ -1302,9 +1347,12 @@ mod tests {
             EventType::Access,
             EventSubtype::Preview,
         );
-        assert!(EncodedActivity::encode(&read)
-            .expect("encodes")
-            .v1
-            .is_none());
+        let read = EncodedActivity::encode(&read).expect("encodes");
+        assert!(read.v1.is_none());
+        let columns = read.v1_columns();
+        assert_eq!(
+            StoredV1Event::from_columns(columns.kind, Some(columns.json.to_owned()), None, None),
+            StoredV1Event::NoForm
+        );
     }
 }

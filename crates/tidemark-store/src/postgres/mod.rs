@@ -605,23 +605,11 @@ async fn commit_in(c: &impl GenericClient, batch: CommitBatch) -> StoreResult<Co
         ids.push(activity.id.as_str());
         times.push(activity.timestamp_micros);
         bodies.push(activity.json.as_str());
-        // As the SQLite store keeps them (its migration 9): `null` when v1 has no form.
-        let (kind, json, target) = match &activity.v1 {
-            Some(event) => (
-                Some(event.kind.as_str()),
-                event.json.as_str(),
-                event.target.clone(),
-            ),
-            None => (None, "null", None),
-        };
-        v1_types.push(kind);
-        v1s.push(json);
-        v1_at.push(
-            target
-                .as_ref()
-                .and_then(|range| i64::try_from(range.start).ok()),
-        );
-        v1_len.push(target.and_then(|range| i64::try_from(range.len()).ok()));
+        let v1 = activity.v1_columns();
+        v1_types.push(v1.kind);
+        v1s.push(v1.json);
+        v1_at.push(v1.target_at);
+        v1_len.push(v1.target_len);
     }
     let statement = c
         .prepare_cached(

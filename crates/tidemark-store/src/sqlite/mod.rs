@@ -381,21 +381,7 @@ fn commit_tx(tx: &Connection, batch: CommitBatch) -> StoreResult<CommitOutcome> 
                  ON CONFLICT (subscription_id, activity_id) DO NOTHING",
         )?;
         for row in &rows {
-            let (v1_type, v1, target) = match &row.v1 {
-                Some(event) => (
-                    Some(event.kind.as_str()),
-                    event.json.as_str(),
-                    event.target.clone(),
-                ),
-                None => (None, "null", None),
-            };
-            let (target_at, target_len) = match target {
-                Some(range) => (
-                    i64::try_from(range.start).ok(),
-                    i64::try_from(range.len()).ok(),
-                ),
-                None => (None, None),
-            };
+            let v1 = row.v1_columns();
             let inserted = insert.execute(params![
                 subscription_id,
                 last_sequence + 1,
@@ -403,10 +389,10 @@ fn commit_tx(tx: &Connection, batch: CommitBatch) -> StoreResult<CommitOutcome> 
                 row.timestamp_micros,
                 committed_at,
                 row.json,
-                v1_type,
-                v1,
-                target_at,
-                target_len
+                v1.kind,
+                v1.json,
+                v1.target_at,
+                v1.target_len
             ])?;
             if inserted == 1 {
                 last_sequence += 1;
