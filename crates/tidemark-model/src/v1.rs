@@ -166,13 +166,6 @@ pub struct V1Event {
 impl V1Event {
     /// The v1 form of `activity`, or `None` if v1 has none (see the module doc's table).
     pub fn from_activity(activity: &Activity) -> Option<V1Event> {
-        let mut event = V1Event::without_metadata(activity)?;
-        event.metadata = activity.target.clone();
-        Some(event)
-    }
-
-    /// [`V1Event::from_activity`] with `metadata` left `None`.
-    fn without_metadata(activity: &Activity) -> Option<V1Event> {
         let kind = V1EventType::of(activity.event_type, activity.event_subtype)?;
         Some(V1Event {
             id: activity.id.clone(),
@@ -182,7 +175,7 @@ impl V1Event {
             modified: activity.timestamp,
             kind,
             user_id: text_field(&activity.actor, "id").map(Cow::into_owned),
-            metadata: None,
+            metadata: activity.target.clone(),
         })
     }
 

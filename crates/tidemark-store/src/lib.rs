@@ -396,9 +396,9 @@ pub enum StoredV1Event {
 
 impl StoredV1Event {
     /// What a store kept in its `v1_type`, `v1`, `v1_target_at` and `v1_target_len` columns
-    /// (see SQLite migration 9, PostgreSQL migration 4): `v1` NULL is a row from before; the JSON `null` is an
-    /// activity with no v1 form. A type the store does not know, or a target span that is not
-    /// one, is treated as not kept, so the event is rendered afresh.
+    /// (see SQLite migration 9, PostgreSQL migration 4): `v1` NULL is a row from before; the
+    /// JSON `null` is an activity with no v1 form. A type the store does not know, or a target
+    /// span that is not one, is treated as not kept, so the event is rendered afresh.
     pub fn from_columns(
         v1_type: Option<&str>,
         v1: Option<String>,
